@@ -1,0 +1,1 @@
+"""evaluate_and_balance: evaluate and rebalance per-actor LoRA training sets, resumably."""

@@ -1,0 +1,49 @@
+"""Crash-safe file replacement: a reader or a crash at any instant sees the old or the new file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+TEMP_PREFIX = ".tmp-"
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync it, then ``os.replace`` it into place."""
+    path = Path(path)
+    handle, temp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def write_json_atomic(path: Path, document: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def sweep_temp_files(folder: Path) -> list[Path]:
+    """Remove temp files a killed process left behind in ``folder``."""
+    swept = []
+    for leftover in Path(folder).glob(f"{TEMP_PREFIX}*"):
+        leftover.unlink(missing_ok=True)
+        swept.append(leftover)
+    return swept
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

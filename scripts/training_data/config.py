@@ -1,0 +1,271 @@
+"""The TOML config of SPEC §8: built-in defaults, strict validation, and the result fingerprint.
+
+Every key is optional. An unknown key or a bad value raises ``ConfigError`` whose message names the
+key, so the CLI can print one line and exit 2. Secrets never live here: they come from the
+environment.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MIX: dict[str, float] = {
+    "photorealistic": 0.65,
+    "bw_stylized": 0.20,
+    "color_stylized": 0.15,
+}
+
+DEFAULT_PROMPTS: dict[str, list[str]] = {
+    "photorealistic": [
+        "a natural photograph of {descriptor}, soft daylight, looking at the camera, sharp focus",
+        "a candid photo portrait of {descriptor}, shallow depth of field, 50mm lens",
+    ],
+    "bw_stylized": [
+        "a black-and-white ink drawing of {descriptor}, bold clean linework, white background",
+        "a graphite pencil sketch of {descriptor}, cross-hatched shading, monochrome",
+    ],
+    "color_stylized": [
+        "a colorful comic-book illustration of {descriptor}, cel shading, flat colors",
+        "a watercolor painting of {descriptor}, loose brush strokes, vivid palette",
+    ],
+}
+
+GENERIC_PROMPT = "a {category} image of {descriptor}"
+
+
+class ConfigError(ValueError):
+    """A config problem the user must fix; the message names the key."""
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    total: int = 20
+    tolerance: float = 0.10
+    mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return tuple(self.mix)
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Thresholds of the local evaluator's defects."""
+
+    min_side: int = 256
+    blur_threshold: float = 4.0
+    dark_threshold: float = 40.0
+    bright_threshold: float = 225.0
+    low_information_threshold: float = 8.0
+    near_duplicate_distance: int = 8
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4.1-mini"
+    mode: str = "per_image"
+    timeout: float = 60.0
+    max_retries: int = 4
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    backend: str = "local"
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+
+
+@dataclass(frozen=True)
+class ReplicateConfig:
+    base_url: str = "https://api.replicate.com/v1"
+    model: str = "black-forest-labs/flux-kontext-pro"
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    backend: str = "local"
+    replicate: ReplicateConfig = field(default_factory=ReplicateConfig)
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    timeout: float = 30.0
+    retries: int = 3
+    max_bytes: int = 52_428_800
+
+
+@dataclass(frozen=True)
+class Config:
+    target: TargetConfig = field(default_factory=TargetConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    prompts: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self.target.categories
+
+    def prompts_for(self, category: str) -> list[str]:
+        return self.prompts.get(category) or [GENERIC_PROMPT.replace("{category}", category)]
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "evaluator.backend": ("local", "openai"),
+    "evaluator.openai.mode": ("per_image", "composite"),
+    "generator.backend": ("local", "replicate", "none"),
+}
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate a TOML config; ``None`` gives the built-in defaults."""
+    if path is None:
+        return Config()
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config {path}: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config {path} is not valid TOML: {error}") from None
+    return parse_config(raw)
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    """Build a Config from already-parsed TOML, checking every key and value."""
+    config = _build(Config, raw, prefix="")
+    _check_mix(config.target)
+    _check_prompts(config.prompts)
+    return config
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.')}' must be a table")
+    known = {f.name: f for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown config key '{prefix}{key}'")
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for name in known:
+        key = f"{prefix}{name}"
+        default = getattr(defaults, name)
+        if name not in raw:
+            values[name] = default
+        elif is_dataclass(default):
+            values[name] = _build(type(default), raw[name], prefix=f"{key}.")
+        else:
+            values[name] = _value(key, raw[name], default)
+    return cls(**values)
+
+
+def _value(key: str, value: Any, default: Any) -> Any:
+    if key == "target.mix":
+        return _mix(key, value)
+    if key == "prompts":
+        return _prompt_table(key, value)
+    if isinstance(default, bool):
+        raise AssertionError("no boolean settings")  # pragma: no cover
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer")
+        if value < (0 if key.endswith("retries") else 1):
+            raise ConfigError(f"config key '{key}' is out of range: {value}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config key '{key}' must be a number")
+        if not math.isfinite(value) or value < 0 or (value == 0 and key != "target.tolerance"):
+            raise ConfigError(f"config key '{key}' is out of range: {value}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"config key '{key}' must be a non-empty string")
+        choices = CHOICES.get(key)
+        if choices and value not in choices:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(choices)}: {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}' has an unsupported value")  # pragma: no cover
+
+
+def _mix(key: str, value: Any) -> dict[str, float]:
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"config key '{key}' must be a table of category = share")
+    mix: dict[str, float] = {}
+    for name, share in value.items():
+        if not name.replace("_", "").isalnum():
+            raise ConfigError(f"config key '{key}.{name}': category names are letters, digits, _")
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+            raise ConfigError(f"config key '{key}.{name}' must be a share in (0, 1]")
+        mix[name] = float(share)
+    return mix
+
+
+def _prompt_table(key: str, value: Any) -> dict[str, list[str]]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key '{key}' must be a table of category = [templates]")
+    prompts = dict(DEFAULT_PROMPTS)
+    for name, templates in value.items():
+        if (
+            not isinstance(templates, list)
+            or not templates
+            or not all(isinstance(t, str) and t.strip() for t in templates)
+        ):
+            raise ConfigError(f"config key '{key}.{name}' must be a non-empty list of strings")
+        prompts[name] = list(templates)
+    return prompts
+
+
+def _check_mix(target: TargetConfig) -> None:
+    if abs(sum(target.mix.values()) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"config key 'target.mix': shares sum to {sum(target.mix.values()):g}, not 1"
+        )
+    if target.tolerance >= 1:
+        raise ConfigError(f"config key 'target.tolerance' is out of range: {target.tolerance}")
+
+
+def _check_prompts(prompts: dict[str, list[str]]) -> None:
+    for name, templates in prompts.items():
+        for template in templates:
+            try:
+                template.format(descriptor="x", category=name)
+            except (KeyError, IndexError, ValueError):
+                raise ConfigError(
+                    f"config key 'prompts.{name}': bad template {template!r} "
+                    "(use {descriptor} for the actor)"
+                ) from None
+
+
+def result_settings(config: Config) -> dict[str, Any]:
+    """The settings that change results, recorded in progress.json and compared on resume.
+
+    Timeouts, retries and concurrency change how, not what, so they are left out.
+    """
+    evaluator: dict[str, Any] = {"backend": config.evaluator.backend}
+    if config.evaluator.backend == "openai":
+        evaluator |= {
+            "base_url": config.evaluator.openai.base_url,
+            "model": config.evaluator.openai.model,
+            "mode": config.evaluator.openai.mode,
+        }
+    else:
+        evaluator["quality"] = asdict(config.quality)
+    generator: dict[str, Any] = {"backend": config.generator.backend}
+    if config.generator.backend == "replicate":
+        generator["model"] = config.generator.replicate.model
+    return {
+        "targets": {"total": config.target.total, "tolerance": config.target.tolerance},
+        "categories": dict(config.target.mix),
+        "evaluator": evaluator,
+        "generator": generator,
+    }

@@ -1,0 +1,13 @@
+"""The three ways a problem can end: one actor, the whole run, or the command line."""
+
+
+class ActorError(Exception):
+    """Fails one actor; the message is recorded in progress.json as its error."""
+
+
+class FatalRunError(Exception):
+    """A fault that would fail every actor alike (rejected key, full disk): stop the run, exit 2."""
+
+
+class UsageError(Exception):
+    """Something the user asked for that cannot be done as asked: one line, exit 2."""
