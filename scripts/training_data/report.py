@@ -1,0 +1,227 @@
+"""Outputs of SPEC §10 (review sheet, evaluation JSON) and the ``--stats`` text of §3."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+SHEET_BACKGROUND = (255, 255, 255)
+THUMB_BACKGROUND = (236, 236, 236)
+UNREADABLE_FILL = (150, 150, 150)
+REMOVE_RED = (220, 0, 0)
+TEXT_COLOR = (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class SheetTile:
+    """One numbered thumbnail of a review sheet; ``image`` None means the file was unreadable."""
+
+    number: int
+    image: Image.Image | None
+    label: str
+    marked: bool
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Sizes derived from ``tile_side`` so the sheet stays legible at any scale."""
+
+    tile_side: int
+    padding: int
+    caption_height: int
+    border: int
+    font_size: int
+
+    @classmethod
+    def for_side(cls, tile_side: int) -> _Geometry:
+        font_size = max(10, tile_side // 11)
+        return cls(
+            tile_side=tile_side,
+            padding=max(6, tile_side // 20),
+            caption_height=font_size + max(6, tile_side // 20),
+            border=max(4, tile_side // 25),
+            font_size=font_size,
+        )
+
+    @property
+    def cell_width(self) -> int:
+        return self.tile_side + 2 * self.padding
+
+    @property
+    def cell_height(self) -> int:
+        return self.tile_side + self.caption_height + 2 * self.padding
+
+
+def render_sheet(tiles: Sequence[SheetTile], columns: int = 5, tile_side: int = 200) -> Image.Image:
+    """Lay tiles out row by row: number over each thumbnail, label under it, removals in red.
+
+    The sheet is always ``columns`` cells wide, so sheets of different actors line up.
+    """
+    if columns < 1 or tile_side < 32:
+        raise ValueError(
+            f"a sheet needs columns >= 1 and tile_side >= 32, not {columns}, {tile_side}"
+        )
+    geometry = _Geometry.for_side(tile_side)
+    rows = max(1, math.ceil(len(tiles) / columns))
+    sheet = Image.new(
+        "RGB", (columns * geometry.cell_width, rows * geometry.cell_height), SHEET_BACKGROUND
+    )
+    for index, tile in enumerate(tiles):
+        row, column = divmod(index, columns)
+        origin = (column * geometry.cell_width, row * geometry.cell_height)
+        _draw_cell(sheet, origin, tile, geometry)
+    return sheet
+
+
+def _draw_cell(
+    sheet: Image.Image, origin: tuple[int, int], tile: SheetTile, geometry: _Geometry
+) -> None:
+    left, top = origin
+    side = geometry.tile_side
+    box_left, box_top = left + geometry.padding, top + geometry.padding
+    sheet.paste(_thumbnail(tile.image, geometry), (box_left, box_top))
+    draw = ImageDraw.Draw(sheet)
+    if tile.marked:
+        _mark_for_removal(draw, (box_left, box_top), geometry)
+    _draw_number(draw, (box_left, box_top), tile.number, geometry)
+    label_font = _fitting_font(tile.label, side, geometry.font_size)
+    label = _shortened(tile.label, side, label_font)
+    label_width = draw.textlength(label, font=label_font)
+    label_top = box_top + side + (geometry.caption_height - geometry.font_size) // 2
+    label_color = REMOVE_RED if tile.marked else TEXT_COLOR
+    draw.text(
+        (box_left + (side - label_width) / 2, label_top), label, fill=label_color, font=label_font
+    )
+
+
+def _thumbnail(image: Image.Image | None, geometry: _Geometry) -> Image.Image:
+    side = geometry.tile_side
+    box = Image.new("RGB", (side, side), THUMB_BACKGROUND)
+    if image is None:
+        box.paste(UNREADABLE_FILL, (0, 0, side, side))
+        draw = ImageDraw.Draw(box)
+        font = _fitting_font("unreadable", side - 8, geometry.font_size)
+        draw.text((side / 2, side / 2), "unreadable", fill=(255, 255, 255), font=font, anchor="mm")
+        return box
+    fitted = ImageOps.contain(image.convert("RGB"), (side, side))
+    box.paste(fitted, ((side - fitted.width) // 2, (side - fitted.height) // 2))
+    return box
+
+
+def _mark_for_removal(
+    draw: ImageDraw.ImageDraw, corner: tuple[int, int], geometry: _Geometry
+) -> None:
+    """A thick red frame plus a red band reading REMOVE, visible even at thumbnail size."""
+    left, top = corner
+    side = geometry.tile_side
+    right, bottom = left + side - 1, top + side - 1
+    draw.rectangle((left, top, right, bottom), outline=REMOVE_RED, width=geometry.border)
+    band_height = geometry.font_size + geometry.border * 2
+    band_top = bottom - band_height + 1
+    draw.rectangle((left, band_top, right, bottom), fill=REMOVE_RED)
+    font = _font(geometry.font_size)
+    draw.text(
+        (left + side / 2, band_top + band_height / 2),
+        "REMOVE",
+        fill=(255, 255, 255),
+        font=font,
+        anchor="mm",
+    )
+
+
+def _draw_number(
+    draw: ImageDraw.ImageDraw, corner: tuple[int, int], number: int, geometry: _Geometry
+) -> None:
+    """White on black in the top-left corner, legible over any picture."""
+    font = _font(geometry.font_size)
+    text = str(number)
+    left, top = corner[0] + geometry.border, corner[1] + geometry.border
+    text_width = draw.textlength(text, font=font)
+    margin = max(3, geometry.font_size // 4)
+    draw.rectangle(
+        (left, top, left + text_width + 2 * margin, top + geometry.font_size + 2 * margin),
+        fill=(0, 0, 0),
+    )
+    draw.text((left + margin, top + margin), text, fill=(255, 255, 255), font=font)
+
+
+@cache
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled font (Pillow >= 10.1 scales it), so no system fonts are needed."""
+    return ImageFont.load_default(size=size)
+
+
+def _fitting_font(
+    text: str, max_width: int, size: int
+) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The largest font up to ``size`` in which ``text`` fits ``max_width``."""
+    while size > 8 and _font(size).getlength(text) > max_width:
+        size -= 1
+    return _font(size)
+
+
+def _shortened(
+    text: str, max_width: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont
+) -> str:
+    """Cut a label that does not fit even at the smallest font, ending it with an ellipsis."""
+    if font.getlength(text) <= max_width:
+        return text
+    while text and font.getlength(text + "…") > max_width:
+        text = text[:-1]
+    return text + "…"
+
+
+def format_stats(counts: Mapping[str, int], target_total: int) -> str:
+    """The ``--stats`` report: totals, how many actors sit at/under/over target, a histogram."""
+    actors = len(counts)
+    images = sum(counts.values())
+    exactly = sum(1 for count in counts.values() if count == target_total)
+    under = sum(1 for count in counts.values() if count < target_total)
+    over = actors - exactly - under
+    average = f"{images / actors:.1f}" if actors else "-"
+    lines = [
+        "=" * 70,
+        "DATASET STATISTICS",
+        "=" * 70,
+        f"Actors:            {actors}",
+        f"Images:            {images}",
+        f"Average per actor: {average}",
+        f"Target per actor:  {target_total}",
+        f"Exactly at target: {_count_and_share(exactly, actors)}",
+        f"Under target:      {_count_and_share(under, actors)}",
+        f"Over target:       {_count_and_share(over, actors)}",
+    ]
+    if actors:
+        lines += ["", "Images per actor (image count, bar, number of actors):"]
+        lines += _histogram(Counter(counts.values()), target_total)
+    lines.append("=" * 70)
+    return "\n".join(lines)
+
+
+def _count_and_share(part: int, whole: int) -> str:
+    return f"{part} ({part / whole * 100:.1f}%)" if whole else "0"
+
+
+HISTOGRAM_WIDTH = 40
+
+
+def _histogram(actors_per_count: Counter[int], target_total: int) -> list[str]:
+    """One row per image count present, plus the target row (marked) even when it is empty."""
+    rows = sorted(set(actors_per_count) | {target_total})
+    tallest = max(actors_per_count.values())
+    count_width = len(str(rows[-1]))
+    number_width = len(str(tallest))
+    lines = []
+    for count in rows:
+        actors = actors_per_count.get(count, 0)
+        bar = "#" * max(1 if actors else 0, round(actors / tallest * HISTOGRAM_WIDTH))
+        marker = "  <- target" if count == target_total else ""
+        lines.append(
+            f"  {count:>{count_width}} | {bar:<{HISTOGRAM_WIDTH}} {actors:>{number_width}}{marker}"
+        )
+    return lines

@@ -1,0 +1,173 @@
+"""The review sheet, the evaluation JSON and the --stats text, as a user reads them."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from training_data.report import SheetTile, format_stats, render_sheet
+
+TILE_SIDE = 120
+
+
+def _photo(color: tuple[int, int, int], size: tuple[int, int] = (300, 200)) -> Image.Image:
+    return Image.new("RGB", size, color)
+
+
+def _tiles(count: int, marked: frozenset[int] = frozenset()) -> list[SheetTile]:
+    return [
+        SheetTile(
+            number, _photo((40, 90, 160)), f"photorealistic {number % 10 + 1}/10", number in marked
+        )
+        for number in range(1, count + 1)
+    ]
+
+
+def _red_pixels(image: Image.Image) -> int:
+    """Strong red, the colour of removal marks (thumbnails here are blue or grey)."""
+    red, green, blue = image.convert("RGB").split()
+    strong_red = Image.eval(red, lambda v: 255 if v > 180 else 0)
+    weak_green = Image.eval(green, lambda v: 255 if v < 60 else 0)
+    weak_blue = Image.eval(blue, lambda v: 255 if v < 60 else 0)
+    mask = Image.composite(strong_red, Image.new("L", image.size), weak_green)
+    mask = Image.composite(mask, Image.new("L", image.size), weak_blue)
+    return mask.histogram()[255]
+
+
+def _cell(sheet: Image.Image, index: int, columns: int, rows: int) -> Image.Image:
+    width, height = sheet.width // columns, sheet.height // rows
+    row, column = divmod(index, columns)
+    return sheet.crop((column * width, row * height, (column + 1) * width, (row + 1) * height))
+
+
+def test_sheet_has_five_columns_and_as_many_rows_as_needed():
+    sheet = render_sheet(_tiles(12), tile_side=TILE_SIDE)
+    one_row = render_sheet(_tiles(5), tile_side=TILE_SIDE)
+    assert sheet.width == one_row.width
+    assert sheet.height == 3 * one_row.height
+    assert sheet.width >= 5 * TILE_SIDE
+    assert one_row.height >= TILE_SIDE
+
+
+def test_sheet_columns_are_configurable_and_width_does_not_depend_on_tile_count():
+    three_columns = render_sheet(_tiles(7), columns=3, tile_side=TILE_SIDE)
+    few = render_sheet(_tiles(2), columns=3, tile_side=TILE_SIDE)
+    assert three_columns.width == few.width
+    assert three_columns.height == 3 * few.height
+
+
+def test_each_tile_shows_its_thumbnail_in_its_own_cell():
+    colors = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 30), (30, 220, 220)]
+    tiles = [
+        SheetTile(n + 1, _photo(color), "bw_stylized 7/10", False) for n, color in enumerate(colors)
+    ]
+    tiles.append(SheetTile(6, _photo((250, 120, 0)), "color_stylized 5/10", False))
+    sheet = render_sheet(tiles, columns=5, tile_side=TILE_SIDE)
+    for index, color in enumerate([*colors, (250, 120, 0)]):
+        cell = _cell(sheet, index, columns=5, rows=2)
+        center = cell.getpixel((cell.width // 2, cell.height // 2 - 10))
+        assert all(abs(a - b) <= 2 for a, b in zip(center, color, strict=True)), (index, center)
+
+
+def test_empty_cells_after_the_last_tile_stay_blank():
+    sheet = render_sheet(_tiles(6), columns=5, tile_side=TILE_SIDE)
+    last_cell = _cell(sheet, 9, columns=5, rows=2)
+    assert last_cell.getcolors() == [(last_cell.width * last_cell.height, (255, 255, 255))]
+
+
+def test_marked_tile_is_framed_and_banded_in_red():
+    sheet = render_sheet(_tiles(5, marked=frozenset({3})), tile_side=TILE_SIDE)
+    unmarked, marked = _cell(sheet, 1, 5, 1), _cell(sheet, 2, 5, 1)
+    assert _red_pixels(unmarked) == 0
+    # frame + band: far more than a thin outline would give
+    assert _red_pixels(marked) > TILE_SIDE * TILE_SIDE * 0.15
+    # the frame runs along all four sides of the thumbnail
+    padding = (marked.width - TILE_SIDE) // 2
+    inside = marked.crop((padding, padding, padding + TILE_SIDE, padding + TILE_SIDE))
+    for point in [(1, TILE_SIDE // 2), (TILE_SIDE - 2, TILE_SIDE // 2), (TILE_SIDE // 2, 1)]:
+        red, green, blue = inside.getpixel(point)
+        assert red > 180 and green < 60 and blue < 60, point
+
+
+def test_unreadable_tile_is_grey_and_never_marked_red_unless_planned():
+    tiles = [SheetTile(1, None, "unreadable", False), SheetTile(2, None, "unreadable", True)]
+    sheet = render_sheet(tiles, columns=2, tile_side=TILE_SIDE)
+    grey, grey_marked = _cell(sheet, 0, 2, 1), _cell(sheet, 1, 2, 1)
+    assert _red_pixels(grey) == 0
+    assert _red_pixels(grey_marked) > 0
+    padding = (grey.width - TILE_SIDE) // 2
+    corner = grey.getpixel((padding + TILE_SIDE - 5, padding + TILE_SIDE // 2))
+    assert corner == (150, 150, 150)
+    # the word "unreadable" is drawn in white in the middle of the grey tile
+    middle = grey.crop(
+        (padding, padding + TILE_SIDE // 2 - 10, padding + TILE_SIDE, padding + TILE_SIDE // 2 + 10)
+    )
+    assert sum(count for count, color in middle.getcolors(10_000) if min(color) > 220) > 20
+
+
+def test_number_and_label_are_drawn_in_the_cell():
+    blank = render_sheet([SheetTile(1, _photo((40, 90, 160)), "", False)], 1, TILE_SIDE)
+    labelled = render_sheet(
+        [SheetTile(1, _photo((40, 90, 160)), "photo 9/10", False)], 1, TILE_SIDE
+    )
+    caption = (0, TILE_SIDE + 10, labelled.width, labelled.height)
+    assert labelled.crop(caption).getcolors() != blank.crop(caption).getcolors()
+    one = render_sheet([SheetTile(1, _photo((40, 90, 160)), "x", False)], 1, TILE_SIDE)
+    eighteen = render_sheet([SheetTile(18, _photo((40, 90, 160)), "x", False)], 1, TILE_SIDE)
+    badge = (0, 0, 60, 40)
+    assert one.crop(badge).tobytes() != eighteen.crop(badge).tobytes()
+
+
+def test_long_labels_are_shrunk_to_fit_the_tile():
+    label = "photorealistic 10/10 and a very long comment"
+    sheet = render_sheet([SheetTile(1, _photo((40, 90, 160)), label, False)], 1, TILE_SIDE)
+    caption = sheet.crop((0, TILE_SIDE + 10, sheet.width, sheet.height))
+    left_edge = caption.crop((0, 0, 3, caption.height))
+    assert left_edge.getcolors() == [(3 * caption.height, (255, 255, 255))]
+
+
+def test_tiny_and_grayscale_thumbnails_are_accepted():
+    tiles = [
+        SheetTile(1, Image.new("L", (64, 64), 90), "photorealistic 2/10", True),
+        SheetTile(2, Image.new("RGBA", (30, 300), (0, 0, 0, 0)), "bw_stylized 6/10", False),
+        SheetTile(3, Image.new("P", (500, 20)), "color_stylized 6/10", False),
+    ]
+    assert render_sheet(tiles, tile_side=TILE_SIDE).mode == "RGB"
+
+
+def test_stats_figures_on_a_known_dataset():
+    counts = {"a": 20, "b": 20, "c": 15, "d": 24, "e": 0, "f": 20, "g": 15}
+    text = format_stats(counts, target_total=20)
+    lines = text.splitlines()
+    assert "Actors:            7" in lines
+    assert "Images:            114" in lines
+    assert "Average per actor: 16.3" in lines
+    assert "Exactly at target: 3 (42.9%)" in lines
+    assert "Under target:      3 (42.9%)" in lines
+    assert "Over target:       1 (14.3%)" in lines
+
+
+def test_stats_histogram_has_one_row_per_count_and_marks_the_target():
+    counts = {"a": 20, "b": 20, "c": 15, "d": 24, "e": 0, "f": 20, "g": 15}
+    rows = [line for line in format_stats(counts, 20).splitlines() if " | " in line]
+    assert [int(row.split("|")[0]) for row in rows] == [0, 15, 20, 24]
+    by_count = {int(row.split("|")[0]): row for row in rows}
+    assert [row for row in rows if "<- target" in row] == [by_count[20]]
+    assert by_count[20].rstrip().endswith("3  <- target")
+    assert by_count[15].rstrip().endswith(" 2")
+    assert by_count[0].rstrip().endswith(" 1")
+    bars = {count: row.split("|")[1].count("#") for count, row in by_count.items()}
+    assert bars[20] == 40 and bars[15] == round(2 / 3 * 40) and bars[0] == round(40 / 3)
+
+
+def test_stats_show_the_target_row_even_when_no_actor_is_at_target():
+    rows = [line for line in format_stats({"a": 3, "b": 30}, 20).splitlines() if " | " in line]
+    assert [int(row.split("|")[0]) for row in rows] == [3, 20, 30]
+    target_row = rows[1]
+    assert "<- target" in target_row and "#" not in target_row
+
+
+def test_stats_of_an_empty_dataset():
+    text = format_stats({}, 20)
+    assert "Actors:            0" in text
+    assert "Average per actor: -" in text
+    assert " | " not in text
