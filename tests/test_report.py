@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import pytest
 from PIL import Image
 
-from training_data.report import SheetTile, format_stats, render_sheet
+from training_data.config import Config
+from training_data.evaluation import ActorEvaluation, ImageEvaluation
+from training_data.plan import make_plan
+from training_data.report import (
+    SheetTile,
+    evaluation_document,
+    format_stats,
+    render_sheet,
+    tile_label,
+    write_composite,
+    write_evaluation_json,
+)
 
 TILE_SIDE = 120
 
@@ -171,3 +189,199 @@ def test_stats_of_an_empty_dataset():
     assert "Actors:            0" in text
     assert "Average per actor: -" in text
     assert " | " not in text
+
+
+# --- evaluation JSON and composite -------------------------------------------------------------
+
+
+def _evaluated(
+    number: int,
+    category: str | None,
+    score: int,
+    issues: tuple[str, ...] = (),
+    duplicate_of: str | None = None,
+) -> ImageEvaluation:
+    return ImageEvaluation(
+        number=number,
+        filename=f"0001_demo_actor_{number}.jpg",
+        type=category,
+        quality_score=score,
+        issues=list(issues),
+        width=None if category is None else 512,
+        height=None if category is None else 512,
+        sha256=f"{number:064x}",
+        duplicate_of=duplicate_of,
+        measurements={"brightness": 120.0},
+    )
+
+
+def _over_target_actor() -> ActorEvaluation:
+    """22 images: #2 unreadable, #5 a duplicate of #4, 15 photos, 4 bw, 2 color."""
+    kinds = ["photorealistic"] * 15 + ["bw_stylized"] * 4 + ["color_stylized"] * 2
+    images = []
+    number = 0
+    for category in kinds:
+        number += 1
+        if number == 2:
+            images.append(_evaluated(2, None, 1, ("unreadable",)))
+            number += 1
+        issues, duplicate_of = ((), None)
+        if number == 5:
+            issues, duplicate_of = ("duplicate",), "0001_demo_actor_4.jpg"
+        images.append(_evaluated(number, category, 3 + number % 7, issues, duplicate_of))
+    colors = {"photorealistic": (40, 90, 160), "bw_stylized": (90, 90, 90)}
+    thumbnails = {
+        image.number: Image.new("RGB", (160, 120), colors.get(image.type, (40, 160, 60)))
+        for image in images
+        if image.type is not None
+    }
+    images.reverse()  # the report must not depend on the order it is given
+    return ActorEvaluation(images, thumbnails, {"backend": "local", "cache_hits": 3})
+
+
+def test_document_has_the_fields_of_spec_10():
+    evaluation = _over_target_actor()
+    plan = make_plan(evaluation.images, Config().target)
+    document = evaluation_document("0001_demo_actor", evaluation, plan, Config())
+    assert document["actor"] == "0001_demo_actor"
+    assert datetime.fromisoformat(document["evaluated_at"]).tzinfo is not None
+    assert [image["number"] for image in document["images"]] == list(range(1, 23))
+    assert document["images"][1]["type"] is None
+    assert document["images"][1]["issues"] == ["unreadable"]
+    assert document["images"][4]["duplicate_of"] == "0001_demo_actor_4.jpg"
+    assert document["total_images"] == 22
+    assert document["counts"] == {"photorealistic": 15, "bw_stylized": 4, "color_stylized": 2}
+    assert document["percentages"] == {
+        "photorealistic": 71.4,
+        "bw_stylized": 19.0,
+        "color_stylized": 9.5,
+    }
+    assert document["target"] == {
+        "counts": {"photorealistic": 13, "bw_stylized": 4, "color_stylized": 3},
+        "total": 20,
+        "tolerance": 0.10,
+        "mix": {"photorealistic": 0.65, "bw_stylized": 0.20, "color_stylized": 0.15},
+    }
+    assert document["is_balanced"] is False
+    assert document["images_to_generate"] == [{"type": "color_stylized", "count": 1}]
+    assert document["evaluator"] == {"backend": "local", "cache_hits": 3}
+    assert "execution" not in document
+    json.dumps(document)  # all of it is JSON
+
+
+def test_images_to_delete_align_with_plan_and_images():
+    evaluation = _over_target_actor()
+    plan = make_plan(evaluation.images, Config().target)
+    document = evaluation_document("0001_demo_actor", evaluation, plan, Config())
+    deleted = document["images_to_delete"]
+    assert [entry["number"] for entry in deleted] == [r.number for r in plan.removals]
+    unusable = sorted(deleted[:2], key=lambda entry: entry["number"])
+    assert unusable == [
+        {
+            "number": 2,
+            "filename": "0001_demo_actor_2.jpg",
+            "type": None,
+            "quality_score": 1,
+            "reason": "unreadable",
+        },
+        {
+            "number": 5,
+            "filename": "0001_demo_actor_5.jpg",
+            "type": "photorealistic",
+            "quality_score": 8,
+            "reason": "duplicate of 0001_demo_actor_4.jpg",
+        },
+    ]
+    by_number = {image["number"]: image for image in document["images"]}
+    for entry in deleted:
+        image = by_number[entry["number"]]
+        assert (image["filename"], image["type"], image["quality_score"]) == (
+            entry["filename"],
+            entry["type"],
+            entry["quality_score"],
+        )
+    assert set(entry) == {"number", "filename", "type", "quality_score", "reason"}
+
+
+def test_execution_record_is_included_when_given():
+    evaluation = _over_target_actor()
+    plan = make_plan(evaluation.images, Config().target)
+    execution = {"removed": ["0001_demo_actor_2.jpg"], "generated": [], "unfulfilled": []}
+    document = evaluation_document("0001_demo_actor", evaluation, plan, Config(), execution)
+    assert document["execution"] == execution
+
+
+def test_a_plan_that_names_another_file_is_refused():
+    evaluation = _over_target_actor()
+    plan = make_plan(evaluation.images, Config().target)
+    renumbered = [replace(image, number=image.number + 1) for image in evaluation.images]
+    shifted = ActorEvaluation(renumbered, {}, {})
+    with pytest.raises(
+        ValueError,
+        match=r"plan removes image \d+ \(0001_demo_actor_\d+.jpg\) but the evaluation has",
+    ):
+        evaluation_document("0001_demo_actor", shifted, plan, Config())
+    with pytest.raises(
+        ValueError,
+        match=r"plan removes image \d+ \(0001_demo_actor_\d+.jpg\) but the evaluation has",
+    ):
+        write_composite(Path("unused"), "0001_demo_actor", shifted, plan)
+
+
+def test_evaluation_json_is_written_whole_and_replaced_atomically(tmp_path):
+    evaluation = _over_target_actor()
+    plan = make_plan(evaluation.images, Config().target)
+    document = evaluation_document("0001_demo_actor", evaluation, plan, Config())
+    output_dir = tmp_path / "out" / "nested"
+    path = write_evaluation_json(output_dir, "0001_demo_actor", document)
+    assert path == output_dir / "0001_demo_actor_evaluation.json"
+    assert json.loads(path.read_text(encoding="utf-8")) == document
+    with path.open("rb") as reader_of_old_version:
+        old_inode = os.fstat(reader_of_old_version.fileno()).st_ino
+        write_evaluation_json(output_dir, "0001_demo_actor", {**document, "is_balanced": True})
+        # a reader holding the old file keeps reading the whole old file: it was replaced, not
+        # rewritten in place
+        assert json.loads(reader_of_old_version.read()) == document
+    assert path.stat().st_ino != old_inode
+    assert json.loads(path.read_text(encoding="utf-8"))["is_balanced"] is True
+    assert sorted(p.name for p in output_dir.iterdir()) == [path.name]
+
+
+def test_a_failed_json_write_keeps_the_previous_file(tmp_path):
+    path = write_evaluation_json(tmp_path, "0001_demo_actor", {"actor": "0001_demo_actor"})
+    with pytest.raises(TypeError):
+        write_evaluation_json(tmp_path, "0001_demo_actor", {"actor": object()})
+    assert json.loads(path.read_text(encoding="utf-8")) == {"actor": "0001_demo_actor"}
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_composite_is_a_jpeg_sheet_in_number_order_with_removals_marked(tmp_path):
+    evaluation = _over_target_actor()
+    plan = make_plan(evaluation.images, Config().target)
+    path = write_composite(tmp_path, "0001_demo_actor", evaluation, plan)
+    assert path == tmp_path / "0001_demo_actor_composite.jpg"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    with Image.open(path) as sheet:
+        assert sheet.format == "JPEG"
+        sheet = sheet.convert("RGB")
+    expected = render_sheet([SheetTile(n, None, "", False) for n in range(1, 23)])
+    assert sheet.size == expected.size  # 22 tiles: 5 columns, 5 rows
+    removed = {removal.number for removal in plan.removals}
+    assert removed >= {2, 5}
+    for number in range(1, 23):
+        cell = _cell(sheet, number - 1, columns=5, rows=5)
+        assert (_red_pixels(cell) > 2000) == (number in removed), number
+    # image 2 is unreadable: the grey tile sits in the second cell, whatever else is going on
+    grey_cell = _cell(sheet, 1, columns=5, rows=5)
+    middle = grey_cell.getpixel((grey_cell.width // 2 + 60, grey_cell.height // 2 - 30))
+    assert all(abs(channel - 150) < 12 for channel in middle)
+    # image 20 is bw (grey 90), image 21 color (green): thumbnails follow numbers
+    bw_cell, color_cell = _cell(sheet, 19, 5, 5), _cell(sheet, 20, 5, 5)
+    assert all(abs(c - 90) < 12 for c in bw_cell.getpixel((bw_cell.width // 2, 80)))
+    red, green, blue = color_cell.getpixel((color_cell.width // 2, 80))
+    assert green > 130 and red < 70 and blue < 90
+
+
+def test_tile_labels_show_category_and_score():
+    assert tile_label(_evaluated(3, "bw_stylized", 7)) == "bw_stylized 7/10"
+    assert tile_label(_evaluated(2, None, 1, ("unreadable",))) == "unreadable"

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
+from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from training_data.atomic import write_bytes_atomic, write_json_atomic
+from training_data.config import Config
+from training_data.evaluation import ActorEvaluation, ImageEvaluation
+from training_data.plan import Plan
 
 SHEET_BACKGROUND = (255, 255, 255)
 THUMB_BACKGROUND = (236, 236, 236)
 UNREADABLE_FILL = (150, 150, 150)
 REMOVE_RED = (220, 0, 0)
 TEXT_COLOR = (0, 0, 0)
+COMPOSITE_JPEG_QUALITY = 85
 
 
 @dataclass(frozen=True)
@@ -174,6 +184,100 @@ def _shortened(
     while text and font.getlength(text + "…") > max_width:
         text = text[:-1]
     return text + "…"
+
+
+def evaluation_document(
+    actor_name: str,
+    evaluation: ActorEvaluation,
+    plan: Plan,
+    config: Config,
+    execution: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The content of ``<actor>_evaluation.json`` (SPEC §10).
+
+    Raises ValueError if the plan names an image number the evaluation does not hold under the
+    same filename: the sheet, the JSON and the plan must always point at the same files.
+    """
+    images = _in_number_order(evaluation.images)
+    _check_plan_matches(images, plan)
+    document: dict[str, Any] = {
+        "actor": actor_name,
+        "evaluated_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "total_images": len(images),
+        "images": [image.to_dict() for image in images],
+        "counts": dict(plan.counts),
+        "percentages": dict(plan.percentages),
+        "target": {
+            "counts": dict(plan.targets),
+            "total": config.target.total,
+            "tolerance": config.target.tolerance,
+            "mix": dict(config.target.mix),
+        },
+        "is_balanced": plan.is_balanced,
+        "images_to_delete": plan.images_to_delete(),
+        "images_to_generate": plan.images_to_generate(),
+        "evaluator": dict(evaluation.evaluator),
+    }
+    if execution is not None:
+        document["execution"] = execution
+    return document
+
+
+def write_evaluation_json(output_dir: Path, actor_name: str, document: dict[str, Any]) -> Path:
+    """Replace ``<actor>_evaluation.json`` atomically, so a reader never sees half a file."""
+    path = Path(output_dir) / f"{actor_name}_evaluation.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, document)
+    return path
+
+
+def write_composite(
+    output_dir: Path, actor_name: str, evaluation: ActorEvaluation, plan: Plan
+) -> Path:
+    """Replace ``<actor>_composite.jpg``: the review sheet of SPEC §10, removals marked."""
+    images = _in_number_order(evaluation.images)
+    _check_plan_matches(images, plan)
+    removed = {removal.number for removal in plan.removals}
+    tiles = [
+        SheetTile(
+            number=image.number,
+            image=evaluation.thumbnails.get(image.number),
+            label=tile_label(image),
+            marked=image.number in removed,
+        )
+        for image in images
+    ]
+    buffer = io.BytesIO()
+    render_sheet(tiles).save(buffer, "JPEG", quality=COMPOSITE_JPEG_QUALITY)
+    path = Path(output_dir) / f"{actor_name}_composite.jpg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, buffer.getvalue())
+    return path
+
+
+def tile_label(image: ImageEvaluation) -> str:
+    """``<category> <score>/10``, or ``unreadable`` when there is no category to show."""
+    if image.type is None:
+        return "unreadable"
+    return f"{image.type} {image.quality_score}/10"
+
+
+def _in_number_order(images: Sequence[ImageEvaluation]) -> list[ImageEvaluation]:
+    ordered = sorted(images, key=lambda image: image.number)
+    numbers = [image.number for image in ordered]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"image numbers are not unique: {numbers}")
+    return ordered
+
+
+def _check_plan_matches(images: Sequence[ImageEvaluation], plan: Plan) -> None:
+    filenames = {image.number: image.filename for image in images}
+    for removal in plan.removals:
+        if filenames.get(removal.number) != removal.filename:
+            raise ValueError(
+                f"plan removes image {removal.number} ({removal.filename}) but the evaluation "
+                f"has {filenames.get(removal.number)!r} under that number"
+            )
 
 
 def format_stats(counts: Mapping[str, int], target_total: int) -> str:
