@@ -560,3 +560,25 @@ def test_retry_after_forms():
     assert parse(**{"retry-after": "soon"}) is None
     assert parse(**{"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     assert parse() is None
+
+
+def test_image_unreadable_since_sampling_fails_the_actor_without_a_request(
+    server: ChatServer, samples: list[ImageSample]
+):
+    samples[0].path.write_bytes(b"truncated")
+
+    with pytest.raises(ActorError, match=r"cannot re-read actor_1\.jpg"):
+        backend(server).judge(samples[:1], CATEGORIES)
+    assert server.received == []
+
+
+def test_transparent_png_is_sent_on_white(server: ChatServer, tmp_path: Path):
+    path = tmp_path / "actor_1.png"
+    Image.new("RGBA", (300, 300), (0, 0, 0, 0)).save(path)
+    sample = ImageSample(1, path.name, path, Image.new("RGB", (64, 64)), 300, 300, None)
+    server.then(lambda body: Reply(body=completion({"images": [entry(1)]})))
+
+    backend(server).judge([sample], CATEGORIES)
+
+    [part] = [p for p in user_parts(server.received[0].body) if p["type"] == "image_url"]
+    assert decode_image(part).getpixel((150, 150)) >= (250, 250, 250)
