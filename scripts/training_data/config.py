@@ -57,11 +57,11 @@ class QualityConfig:
     """Thresholds of the local evaluator's defects."""
 
     min_side: int = 256
-    blur_threshold: float = 4.0
+    blur_threshold: float = 7.0
     dark_threshold: float = 40.0
-    bright_threshold: float = 225.0
+    bright_threshold: float = 215.0
     low_information_threshold: float = 8.0
-    near_duplicate_distance: int = 8
+    near_duplicate_distance: int = 10
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,39 @@
-"""Evaluation of SPEC §5: each image's category, quality score and defects, cached by content."""
+"""Evaluation of SPEC §5: each image's category, quality score and defects, cached by content.
+
+The shared pipeline (``evaluate_actor``) reads each file once, hashes its bytes, decodes it once at
+a small working size, and hands the readable images to a backend that judges style and quality.
+It then applies what no backend decides: trusted manifest types, ``unreadable``, ``too_small``
+and duplicates. Verdicts are cached by image content and evaluator settings.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from PIL import Image
+from PIL import (  # the plugins of READABLE_FORMATS: Image.open(formats=...) needs them registered
+    BmpImagePlugin,  # noqa: F401
+    GifImagePlugin,  # noqa: F401
+    Image,
+    ImageFilter,
+    JpegImagePlugin,  # noqa: F401
+    PngImagePlugin,  # noqa: F401
+    UnidentifiedImageError,
+    WebPImagePlugin,  # noqa: F401
+)
+
+from training_data.config import Config, QualityConfig
+from training_data.dataset import TrainingImage
+from training_data.errors import ActorError, FatalRunError
 
 ISSUE_NAMES = (
     "unreadable",
@@ -95,3 +122,613 @@ class EvaluationBackend(Protocol):
     def usage(self) -> dict[str, Any]:
         """What this backend has spent so far in this run (requests, tokens), for the summary."""
         ...
+
+
+WORKING_SIDE = 256
+MAX_PIXELS = 64_000_000
+READABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")  # JPEG includes multi-picture (MPO)
+NEAR_DUPLICATE_COLOUR_DISTANCE = 6.0
+LOCAL_BACKEND_VERSION = 1
+PHOTO_CATEGORY = "photorealistic"
+MID_GREY = 128
+FULL_TONAL_RANGE = 160
+FULL_ENTROPY_BITS = 4.0
+SCORE_CAPS = {"low_information": 1, "too_small": 3, "blurry": 4, "too_dark": 5, "too_bright": 5}
+LAPLACIAN = ImageFilter.Kernel((3, 3), (0, 1, 0, 1, -4, 1, 0, 1, 0), scale=1, offset=MID_GREY)
+EXIF_ORIENTATION = 0x0112
+ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+PIPELINE_ISSUES = frozenset({"unreadable", "duplicate"})
+ISSUE_ORDER = {issue: index for index, issue in enumerate(ISSUE_NAMES)}
+CACHE_TEMP_PREFIX = ".tmp-"
+
+
+# --- reading and decoding -------------------------------------------------------------------
+
+
+class UnreadableImage(Exception):
+    """Why an image cannot be used, in one line; ``sha256`` is set when the bytes could be read."""
+
+    def __init__(self, reason: str, sha256: str = "") -> None:
+        super().__init__(reason)
+        self.sha256 = sha256
+
+
+def load_sample(image: TrainingImage, categories: tuple[str, ...]) -> tuple[str, ImageSample]:
+    """Read the file once: its sha256 and its decoded working image come from the same bytes."""
+    try:
+        data = Path(image.path).read_bytes()
+    except FileNotFoundError:
+        raise UnreadableImage("file not found") from None
+    except OSError as error:
+        raise UnreadableImage(f"cannot read the file: {error.strerror or error}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        working, width, height = decode_working_image(data)
+    except UnreadableImage as error:
+        raise UnreadableImage(str(error), digest) from None
+    sample = ImageSample(
+        number=image.number,
+        filename=image.filename,
+        path=Path(image.path),
+        working=working,
+        width=width,
+        height=height,
+        trusted_type=image.trusted_type(categories),
+    )
+    return digest, sample
+
+
+def decode_working_image(data: bytes) -> tuple[Image.Image, int, int]:
+    """An RGB image whose longest side is at most WORKING_SIDE, and the full (upright) size.
+
+    The size is checked from the header before any pixel is decoded, so a decompression bomb is
+    refused without allocating its pixels. JPEGs decode straight at reduced size (draft mode).
+    """
+    if not data:
+        raise UnreadableImage("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns from 89 megapixels; MAX_PIXELS below refuses those anyway.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=READABLE_FORMATS)
+    except Image.DecompressionBombError as error:
+        raise UnreadableImage(f"decompression bomb refused: {_one_line(error)}") from None
+    except UnidentifiedImageError:
+        raise UnreadableImage("not a JPEG, PNG, WebP, GIF or BMP image") from None
+    except Exception as error:  # Pillow's plugins raise many types on malformed headers
+        raise UnreadableImage(f"broken image header: {_one_line(error)}") from None
+    with image:
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise UnreadableImage(
+                f"decompression bomb refused: {width}x{height} pixels is over the "
+                f"{MAX_PIXELS:,}-pixel limit"
+            )
+        try:
+            working, orientation = _decode_small(image)
+        except Exception as error:  # Pillow's decoders raise many types on corrupt data
+            raise UnreadableImage(f"truncated or corrupt image data: {_one_line(error)}") from None
+    if orientation in ORIENTATION_TRANSPOSE:
+        working = working.transpose(ORIENTATION_TRANSPOSE[orientation])
+        if orientation >= 5:
+            width, height = height, width
+    return working, width, height
+
+
+def _decode_small(image: Image.Image) -> tuple[Image.Image, int | None]:
+    image.draft("RGB", (WORKING_SIDE, WORKING_SIDE))
+    image.load()  # raises on a truncated file: LOAD_TRUNCATED_IMAGES would show grey instead
+    orientation = image.getexif().get(EXIF_ORIENTATION)
+    working = _plain_mode(image)
+    longest = max(working.size)
+    if longest > WORKING_SIDE:
+        scale = WORKING_SIDE / longest
+        size = (max(1, round(working.width * scale)), max(1, round(working.height * scale)))
+        working = working.resize(size, Image.Resampling.BOX)
+    if working.mode in ALPHA_MODES:
+        background = Image.new("RGBA", working.size, (255, 255, 255, 255))
+        working = Image.alpha_composite(background, working.convert("RGBA"))
+    return working.convert("RGB") if working.mode != "RGB" else working, orientation
+
+
+def _plain_mode(image: Image.Image) -> Image.Image:
+    """A mode that resizes well: 16-bit grey keeps its top byte instead of clipping to white."""
+    if image.mode in ("RGB", "L", "RGBA", "LA"):
+        return image
+    if image.mode.startswith("I"):
+        return image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+    if image.mode == "PA" or "transparency" in image.info:
+        return image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# --- perceptual fingerprints and duplicates ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A 128-bit luminance difference hash plus a 4x4 colour layout (48 bytes of RGB means).
+
+    The hash alone would call a grey copy of a colour drawing a duplicate; the colour layout is
+    what tells them apart.
+    """
+
+    gradient_bits: int
+    colour_layout: bytes
+
+    def matches(self, other: Fingerprint, max_distance: int) -> bool:
+        return (
+            self.gradient_bits ^ other.gradient_bits
+        ).bit_count() <= max_distance and self.colour_distance(
+            other
+        ) <= NEAR_DUPLICATE_COLOUR_DISTANCE
+
+    def colour_distance(self, other: Fingerprint) -> float:
+        """Mean absolute difference of the layouts, in 0-255 levels."""
+        pairs = zip(self.colour_layout, other.colour_layout, strict=True)
+        return sum(abs(mine - theirs) for mine, theirs in pairs) / len(self.colour_layout)
+
+    def to_json(self) -> dict[str, str]:
+        return {"dhash": f"{self.gradient_bits:032x}", "colour": self.colour_layout.hex()}
+
+    @classmethod
+    def from_json(cls, document: Any) -> Fingerprint:
+        """Raises ValueError, TypeError or KeyError on anything but what ``to_json`` wrote."""
+        colour_layout = bytes.fromhex(document["colour"])
+        if len(colour_layout) != 48:
+            raise ValueError("colour layout is not 4x4 RGB")
+        return cls(int(document["dhash"], 16), colour_layout)
+
+
+def fingerprint_of(working: Image.Image) -> Fingerprint:
+    """Difference hash of 9x8 and 8x9 grey thumbnails (brighter-than-neighbour bits)."""
+    small = working.resize((32, 32), Image.Resampling.BOX)
+    grey = small.convert("L")
+    rows = grey.resize((9, 8), Image.Resampling.BOX).tobytes()
+    columns = grey.resize((8, 9), Image.Resampling.BOX).tobytes()
+    bits = 0
+    for row in range(8):
+        for column in range(8):
+            bits = bits << 1 | (rows[row * 9 + column] < rows[row * 9 + column + 1])
+    for row in range(8):
+        for column in range(8):
+            bits = bits << 1 | (columns[row * 8 + column] < columns[(row + 1) * 8 + column])
+    colour_layout = small.resize((4, 4), Image.Resampling.BOX).tobytes()
+    return Fingerprint(bits, colour_layout)
+
+
+def find_duplicates(
+    images: Sequence[ImageEvaluation], fingerprints: Mapping[int, Fingerprint], max_distance: int
+) -> dict[int, str]:
+    """Number of each duplicate -> filename of the image kept in its place.
+
+    Best score first (ties: lower number), each image is compared with the images kept so far:
+    the same bytes anywhere, or a near match (hash and colours) within the same category.
+    """
+    kept: list[ImageEvaluation] = []
+    duplicate_of: dict[int, str] = {}
+    candidates = [image for image in images if image.number in fingerprints]
+    for image in sorted(candidates, key=lambda image: (-image.quality_score, image.number)):
+        original = next(
+            (other for other in kept if _same_picture(image, other, fingerprints, max_distance)),
+            None,
+        )
+        if original is None:
+            kept.append(image)
+        else:
+            duplicate_of[image.number] = original.filename
+    return duplicate_of
+
+
+def _same_picture(
+    image: ImageEvaluation,
+    other: ImageEvaluation,
+    fingerprints: Mapping[int, Fingerprint],
+    max_distance: int,
+) -> bool:
+    if image.sha256 == other.sha256:
+        return True
+    return image.type == other.type and fingerprints[image.number].matches(
+        fingerprints[other.number], max_distance
+    )
+
+
+# --- the local backend ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PixelStatistics:
+    """What the local backend measures on the working image (luminance on a 0-255 scale)."""
+
+    sharpness: float  # 100 x Laplacian std / luminance std: edge energy, independent of contrast
+    luminance_mean: float
+    luminance_std: float
+    luminance_p01: int
+    luminance_p99: int
+    entropy: float  # bits of the luminance histogram, 0-8
+    colour_std: float  # the largest standard deviation of R, G and B
+
+    def to_measurements(self) -> dict[str, Any]:
+        return {
+            "sharpness": round(self.sharpness, 2),
+            "luminance_mean": round(self.luminance_mean, 1),
+            "luminance_std": round(self.luminance_std, 1),
+            "luminance_p01": self.luminance_p01,
+            "luminance_p99": self.luminance_p99,
+            "entropy": round(self.entropy, 2),
+            "colour_std": round(self.colour_std, 1),
+        }
+
+
+def pixel_statistics(working: Image.Image) -> PixelStatistics:
+    grey = working.convert("L")
+    histogram = grey.histogram()
+    mean, std = _mean_and_std(histogram)
+    colour = working.histogram()
+    return PixelStatistics(
+        sharpness=100 * _laplacian_std(grey) / max(std, 1.0),
+        luminance_mean=mean,
+        luminance_std=std,
+        luminance_p01=_percentile(histogram, 0.01),
+        luminance_p99=_percentile(histogram, 0.99),
+        entropy=_entropy(histogram),
+        colour_std=max(_mean_and_std(colour[start : start + 256])[1] for start in (0, 256, 512)),
+    )
+
+
+def quality_issues(
+    stats: PixelStatistics, width: int, height: int, category: str, quality: QualityConfig
+) -> list[str]:
+    """Defects by threshold. A drawing may be mostly paper-white (or ink-black) by design, so it
+    is too bright (dark) only when it also has no dark (light) tones at all; a photo's mean decides.
+    """
+    photo = category == PHOTO_CATEGORY
+    mean = stats.luminance_mean
+    issues = []
+    if min(width, height) < quality.min_side:
+        issues.append("too_small")
+    if stats.colour_std < quality.low_information_threshold:
+        issues.append("low_information")
+    elif stats.sharpness < quality.blur_threshold:
+        issues.append("blurry")
+    if mean < quality.dark_threshold and (photo or stats.luminance_p99 < MID_GREY):
+        issues.append("too_dark")
+    if mean > quality.bright_threshold and (photo or stats.luminance_p01 > MID_GREY):
+        issues.append("too_bright")
+    return issues
+
+
+def quality_score(
+    stats: PixelStatistics, width: int, height: int, issues: Sequence[str], quality: QualityConfig
+) -> int:
+    """1 + 9 x (0.40 sharpness + 0.25 tonal range + 0.10 detail + 0.25 resolution), rounded,
+    then capped by the worst defect (SCORE_CAPS)."""
+    sharpness = _unit((stats.sharpness - quality.blur_threshold) / (3 * quality.blur_threshold))
+    tonal_range = _unit((stats.luminance_p99 - stats.luminance_p01) / FULL_TONAL_RANGE)
+    detail = _unit(stats.entropy / FULL_ENTROPY_BITS)
+    resolution = _unit(min(width, height) / (4 * quality.min_side))
+    blend = 0.40 * sharpness + 0.25 * tonal_range + 0.10 * detail + 0.25 * resolution
+    score = 1 + math.floor(9 * blend + 0.5)
+    return min([score, *(SCORE_CAPS[issue] for issue in issues if issue in SCORE_CAPS)])
+
+
+class LocalBackend:
+    """Offline and deterministic: Pillow pixel statistics plus the style classifier."""
+
+    name = "local"
+
+    def __init__(self, quality: QualityConfig) -> None:
+        self.quality = quality
+        self._judged = 0
+
+    def settings(self) -> dict[str, Any]:
+        return {"version": LOCAL_BACKEND_VERSION, "quality": asdict(self.quality)}
+
+    def judge(
+        self, samples: list[ImageSample], categories: tuple[str, ...]
+    ) -> dict[int, Judgement]:
+        judgements = {sample.number: self._judge_one(sample) for sample in samples}
+        self._judged += len(samples)
+        return judgements
+
+    def usage(self) -> dict[str, Any]:
+        return {"images_judged": self._judged}
+
+    def _judge_one(self, sample: ImageSample) -> Judgement:
+        stats = pixel_statistics(sample.working)
+        measurements = stats.to_measurements()
+        category = sample.trusted_type
+        if category is None:
+            # Imported here so the pixel checks work (and are testable) without the classifier.
+            from training_data.style import classify_style
+
+            category, measurements["style"] = classify_style(sample.working)
+        issues = quality_issues(stats, sample.width, sample.height, category, self.quality)
+        score = quality_score(stats, sample.width, sample.height, issues, self.quality)
+        return Judgement(category, score, issues, measurements)
+
+
+def make_backend(config: Config) -> EvaluationBackend:
+    if config.evaluator.backend == "openai":
+        from training_data.evaluation_openai import OpenAIBackend
+
+        return OpenAIBackend(config.evaluator.openai, config.categories)
+    return LocalBackend(config.quality)
+
+
+def _mean_and_std(histogram: Sequence[int]) -> tuple[float, float]:
+    count = sum(histogram) or 1
+    mean = sum(level * n for level, n in enumerate(histogram)) / count
+    square = sum(level * level * n for level, n in enumerate(histogram)) / count
+    return mean, math.sqrt(max(square - mean * mean, 0.0))
+
+
+def _percentile(histogram: Sequence[int], share: float) -> int:
+    wanted = share * sum(histogram)
+    seen = 0
+    for level, n in enumerate(histogram):
+        seen += n
+        if seen >= wanted and seen:
+            return level
+    return len(histogram) - 1
+
+
+def _entropy(histogram: Sequence[int]) -> float:
+    count = sum(histogram) or 1
+    return max(0.0, -sum(n / count * math.log2(n / count) for n in histogram if n))
+
+
+def _laplacian_std(grey: Image.Image) -> float:
+    """Pillow's filter copies the border unfiltered, so the 1-pixel frame is cut off."""
+    width, height = grey.size
+    if width < 3 or height < 3:
+        return 0.0
+    edges = grey.filter(LAPLACIAN).crop((1, 1, width - 1, height - 1))
+    return _mean_and_std(edges.histogram())[1]
+
+
+def _unit(value: float) -> float:
+    return min(max(value, 0.0), 1.0)
+
+
+# --- the cache ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CachedVerdict:
+    judgement: Judgement
+    fingerprint: Fingerprint
+
+
+class EvaluationCache:
+    """Verdicts by image content and evaluator settings, so a repeated run neither redoes nor
+    re-pays them.
+
+    One small JSON file per key under ``<folder>/<first two hex digits>/``. A file is replaced
+    atomically (temp file, ``os.replace``) but not fsynced: a power cut can at worst cost one
+    re-evaluation, since a torn, corrupt or foreign file reads as a miss.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise FatalRunError(
+                f"cannot create the evaluation cache {self.folder}: {error.strerror or error}"
+            ) from None
+        self._sweep_temp_files()
+
+    def get(self, key: str) -> CachedVerdict | None:
+        try:
+            document = json.loads(self._path(key).read_bytes())
+            return CachedVerdict(
+                _judgement_from_json(document["judgement"]),
+                Fingerprint.from_json(document["fingerprint"]),
+            )
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+    def put(self, key: str, verdict: CachedVerdict) -> None:
+        document = {
+            "judgement": asdict(verdict.judgement),
+            "fingerprint": verdict.fingerprint.to_json(),
+        }
+        data = json.dumps(document, sort_keys=True).encode()
+        path = self._path(key)
+        temp_name = None
+        try:
+            path.parent.mkdir(exist_ok=True)
+            handle, temp_name = tempfile.mkstemp(
+                prefix=f"{CACHE_TEMP_PREFIX}{os.getpid()}-", dir=self.folder
+            )
+            with os.fdopen(handle, "wb") as temp:
+                temp.write(data)
+            os.replace(temp_name, path)
+        except OSError as error:
+            if temp_name is not None:
+                Path(temp_name).unlink(missing_ok=True)
+            raise FatalRunError(
+                f"cannot write the evaluation cache {self.folder}: {error.strerror or error}"
+            ) from None
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def _sweep_temp_files(self) -> None:
+        """Temp files of a killed run; this process's own (another thread's) are left alone."""
+        own = f"{CACHE_TEMP_PREFIX}{os.getpid()}-"
+        for leftover in self.folder.glob(f"{CACHE_TEMP_PREFIX}*"):
+            if not leftover.name.startswith(own):
+                leftover.unlink(missing_ok=True)
+
+
+def evaluator_digest(
+    backend_name: str,
+    settings: Mapping[str, Any],
+    categories: Sequence[str],
+    quality: QualityConfig,
+) -> str:
+    """What makes a cached verdict valid: the backend, its settings, the categories, thresholds."""
+    document = {
+        "backend": backend_name,
+        "settings": settings,
+        "categories": list(categories),
+        "quality": asdict(quality),
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cache_key(image_sha256: str, settings_digest: str, trusted_type: str | None) -> str:
+    """The trusted type is part of the key: a backend may judge a typed image differently."""
+    suffix = hashlib.sha256(f"{settings_digest}:{trusted_type or ''}".encode()).hexdigest()
+    return f"{image_sha256}-{suffix[:24]}"
+
+
+def _judgement_from_json(document: Any) -> Judgement:
+    judgement = Judgement(**document)
+    if (
+        not isinstance(judgement.type, str)
+        or not judgement.type
+        or type(judgement.quality_score) is not int
+        or not 1 <= judgement.quality_score <= 10
+        or not isinstance(judgement.issues, list)
+        or not all(isinstance(issue, str) for issue in judgement.issues)
+        or not isinstance(judgement.measurements, dict)
+        or not isinstance(judgement.note, str | None)
+    ):
+        raise ValueError("not a judgement")
+    return judgement
+
+
+# --- the pipeline ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    sample: ImageSample
+    sha256: str
+    key: str
+    fingerprint: Fingerprint
+
+
+def evaluate_actor(
+    images: Sequence[TrainingImage],
+    config: Config,
+    backend: EvaluationBackend,
+    cache: EvaluationCache,
+) -> ActorEvaluation:
+    """Evaluate one actor's images: cached verdicts are reused, the rest go to ``backend.judge``
+    in one call; then trusted types, ``too_small`` and duplicates are applied."""
+    categories = config.categories
+    settings = backend.settings()
+    digest = evaluator_digest(backend.name, settings, categories, config.quality)
+    results: dict[int, ImageEvaluation] = {}
+    fingerprints: dict[int, Fingerprint] = {}
+    thumbnails: dict[int, Image.Image] = {}
+    pending: list[_Pending] = []
+    cache_hits = 0
+    for image in sorted(images, key=lambda image: image.number):
+        try:
+            sha256, sample = load_sample(image, categories)
+        except UnreadableImage as error:
+            results[image.number] = unreadable_evaluation(image, error)
+            continue
+        thumbnails[image.number] = sample.working
+        key = cache_key(sha256, digest, sample.trusted_type)
+        cached = cache.get(key)
+        if cached is None:
+            pending.append(_Pending(sample, sha256, key, fingerprint_of(sample.working)))
+        else:
+            cache_hits += 1
+            results[image.number] = _evaluation(sample, sha256, cached.judgement, config.quality)
+            fingerprints[image.number] = cached.fingerprint
+    judgements = backend.judge([item.sample for item in pending], categories) if pending else {}
+    for item in pending:
+        judgement = _checked(judgements.get(item.sample.number), item.sample, backend.name)
+        cache.put(item.key, CachedVerdict(judgement, item.fingerprint))
+        results[item.sample.number] = _evaluation(
+            item.sample, item.sha256, judgement, config.quality
+        )
+        fingerprints[item.sample.number] = item.fingerprint
+    evaluations = [results[number] for number in sorted(results)]
+    duplicates = find_duplicates(evaluations, fingerprints, config.quality.near_duplicate_distance)
+    for evaluation in evaluations:
+        if evaluation.number in duplicates:
+            evaluation.duplicate_of = duplicates[evaluation.number]
+            evaluation.issues = _ordered([*evaluation.issues, "duplicate"])
+    evaluator = {
+        "backend": backend.name,
+        "settings": settings,
+        "cache_hits": cache_hits,
+        "judged": len(pending),
+        "usage": backend.usage(),
+    }
+    return ActorEvaluation(images=evaluations, thumbnails=thumbnails, evaluator=evaluator)
+
+
+def unreadable_evaluation(image: TrainingImage, error: UnreadableImage) -> ImageEvaluation:
+    return ImageEvaluation(
+        number=image.number,
+        filename=image.filename,
+        type=None,
+        quality_score=1,
+        issues=["unreadable"],
+        width=None,
+        height=None,
+        sha256=error.sha256,
+        measurements={"error": str(error)},
+    )
+
+
+def _evaluation(
+    sample: ImageSample, sha256: str, judgement: Judgement, quality: QualityConfig
+) -> ImageEvaluation:
+    """A manifest type naming a configured category overrides the backend's (SPEC §2)."""
+    issues = [issue for issue in judgement.issues if issue not in PIPELINE_ISSUES]
+    if min(sample.width, sample.height) < quality.min_side:
+        issues.append("too_small")
+    measurements = dict(judgement.measurements)
+    measurements["type_source"] = "manifest" if sample.trusted_type else "evaluator"
+    return ImageEvaluation(
+        number=sample.number,
+        filename=sample.filename,
+        type=sample.trusted_type or judgement.type,
+        quality_score=judgement.quality_score,
+        issues=_ordered(issues),
+        width=sample.width,
+        height=sample.height,
+        sha256=sha256,
+        measurements=measurements,
+        note=judgement.note,
+    )
+
+
+def _checked(judgement: Judgement | None, sample: ImageSample, backend_name: str) -> Judgement:
+    if judgement is None:
+        raise ActorError(f"evaluator '{backend_name}' gave no verdict for {sample.filename}")
+    if type(judgement.quality_score) is not int or not 1 <= judgement.quality_score <= 10:
+        raise ActorError(
+            f"evaluator '{backend_name}' scored {sample.filename} "
+            f"{judgement.quality_score!r}, not an integer 1-10"
+        )
+    return judgement
+
+
+def _ordered(issues: Sequence[str]) -> list[str]:
+    """Known issues, each once, in ISSUE_NAMES order."""
+    return sorted({issue for issue in issues if issue in ISSUE_ORDER}, key=ISSUE_ORDER.__getitem__)
