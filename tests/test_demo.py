@@ -175,6 +175,7 @@ def test_planted_exact_and_near_duplicates(demo):
     [(actor, exact, entry)] = _planted(demo, "exact_duplicate")
     original = exact.parent / entry["demo_planted"].split(" of ")[1]
     assert exact.read_bytes() == original.read_bytes()
+    assert original.name == f"{actor}_1.jpg"  # first in any filename order: the copies come later
     assert exact != original
     [(near_actor, near, near_entry)] = _planted(demo, "near_duplicate")
     assert near_actor == actor and near_entry["demo_planted"].endswith(original.name)

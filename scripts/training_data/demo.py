@@ -68,7 +68,7 @@ SPECIAL_RECIPES = (
     ActorRecipe(
         "planted: exact and near duplicate", 13, 4, 3, ("exact_duplicate", "near_duplicate")
     ),
-    ActorRecipe("planted: blurry and very dark image", 13, 4, 3, ("blurry", "dark")),
+    ActorRecipe("planted: blurry and very dark image, 22 images", 15, 4, 3, ("blurry", "dark")),
     ActorRecipe("planted: tiny 64x64 image", 13, 4, 3, ("tiny",), base_image=True),
     ActorRecipe("planted: manifest URL that cannot be downloaded", 13, 4, 3, ("undownloadable",)),
     ActorRecipe("no training images", 0, 0, 0),
@@ -221,6 +221,10 @@ def _write_actor(folder: Path, name: str, recipe: ActorRecipe, palette: _Palette
     if not categories:
         return
     rng.shuffle(categories)
+    if any(defect.endswith("duplicate") for defect in recipe.defects):
+        # the copied photo comes first in any filename order, so the copies are the later files
+        categories.remove(PHOTO)
+        categories.insert(0, PHOTO)
     entries: dict[str, dict[str, Any]] = {}
     photo_numbers = [i for i, category in enumerate(categories, start=1) if category == PHOTO]
     planted = _plant(recipe.defects, photo_numbers, rng)
