@@ -5,10 +5,13 @@ Files in the output folder:
 - ``progress.json``: the guide's document, always replaced atomically, so it is whole at every
   instant. At 100k actors it is megabytes, too dear to rewrite for every actor, so:
 - ``progress.journal``: the events since progress.json was last written, one JSON line each,
-  appended with a single ``os.write`` on an ``O_APPEND`` descriptor (and fsync'd for an actor's
-  outcome). A background thread folds it into progress.json at most once per ``fold_interval``
-  seconds, and ``close`` folds it for good. Readers apply it on top of progress.json; replaying an
-  event twice changes nothing, so a crash between the two steps of a fold loses nothing.
+  appended with a single ``os.write`` on an ``O_APPEND`` descriptor before ``mark_*`` returns, so
+  a killed process cannot lose it. A background thread fdatasyncs the journal as soon as an
+  outcome is appended (group commit: a power cut can only lose outcomes of the last few
+  milliseconds, which then run again), and folds the journal into progress.json at most once per
+  ``fold_interval`` seconds; ``close`` folds it for good. Readers apply it on top of
+  progress.json; replaying an event twice changes nothing, so a crash between the two steps of a
+  fold loses nothing.
 - ``progress.lock``: a filelock (flock, released by the OS when a run dies), and
   ``progress.lock.holder``: who holds it, for the "another run is going" message.
 """
@@ -82,6 +85,7 @@ class ProgressState:
     current_actor: str | None = None
     missing_actors: list[str] = field(default_factory=list)
     _completed_set: set[str] = field(init=False, repr=False, compare=False)
+    _missing_set: set[str] = field(init=False, repr=False, compare=False)
     _missing_counts: tuple[int, int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -169,7 +173,7 @@ class ProgressState:
         for outcomes in (self.failed, self.skipped):
             if outcomes is not keep:
                 outcomes.pop(name, None)
-        if name in self.missing_actors:
+        if name in self._missing_set:
             self.missing_actors.remove(name)
             self._recount_missing()
 
@@ -179,7 +183,7 @@ class ProgressState:
         self.last_updated = timestamp
 
     def _recount_missing(self) -> None:
-        gone = self.missing_actors
+        gone = self._missing_set = set(self.missing_actors)
         self._missing_counts = (
             sum(name in self._completed_set for name in gone),
             sum(name in self.failed for name in gone),
@@ -221,6 +225,7 @@ class ProgressState:
         twin.skipped = dict(self.skipped)
         twin.missing_actors = list(self.missing_actors)
         twin._completed_set = set(self._completed_set)
+        twin._missing_set = set(self._missing_set)
         return twin
 
     # --- the document ---
@@ -400,7 +405,7 @@ def _fsync_folder(folder: Path) -> None:
 
 
 class _Journal:
-    """The append-only event file; every method is called under the tracker's mutex."""
+    """The append-only event file; ``sync`` and ``drop_folded`` run under the fold mutex."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -411,12 +416,13 @@ class _Journal:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
         return os.open(self.path, flags, 0o644)
 
-    def append(self, line: bytes, *, durable: bool) -> None:
+    def append(self, line: bytes) -> None:
         view = memoryview(line)
         while view:
             view = view[os.write(self._fd, view) :]
-        if durable:
-            _sync(self._fd)
+
+    def sync(self) -> None:
+        _sync(self._fd)
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size
@@ -494,6 +500,7 @@ class ProgressTracker:
         self._run_names: frozenset[str] = frozenset()
         self._journal: _Journal | None = None
         self._unfolded = False
+        self._unsynced = False
         self._closed = False
         self._broken: str | None = None
         self._last_fold = 0.0
@@ -646,19 +653,19 @@ class ProgressTracker:
             )
 
     def mark_started(self, name: str) -> None:
-        self._record({"event": "started", "actor_id": name}, durable=False)
+        self._record({"event": "started", "actor_id": name})
 
     def mark_completed(self, name: str) -> None:
-        self._record({"event": "completed", "actor_id": name}, durable=True)
+        self._record({"event": "completed", "actor_id": name})
 
     def mark_failed(self, name: str, error: str) -> None:
-        self._record({"event": "failed", "actor_id": name, "error": error}, durable=True)
+        self._record({"event": "failed", "actor_id": name, "error": error})
 
     def mark_skipped(self, name: str, reason: str) -> None:
-        self._record({"event": "skipped", "actor_id": name, "reason": reason}, durable=True)
+        self._record({"event": "skipped", "actor_id": name, "reason": reason})
 
-    def _record(self, event: dict[str, str], *, durable: bool) -> None:
-        """Journal first (on disk once this returns), then memory; the fold thread does the rest."""
+    def _record(self, event: dict[str, str]) -> None:
+        """Journal first (in the kernel once this returns), then memory; the thread syncs it."""
         name = event["actor_id"]
         event["timestamp"] = now_iso()
         with self._changed:
@@ -671,7 +678,7 @@ class ProgressTracker:
             if name not in self._run_names:
                 raise ValueError(f"{name!r} is not an actor of this run")
             try:
-                self._journal.append(_event_line(event), durable=durable)
+                self._journal.append(_event_line(event))
             except OSError as error:
                 self._broken = (
                     f"cannot record progress in {self.journal_path}: {error.strerror or error}; "
@@ -680,6 +687,7 @@ class ProgressTracker:
                 raise ProgressError(self._broken) from error
             self._state.apply_event(event)
             self._unfolded = True
+            self._unsynced = self._unsynced or event["event"] != "started"
             self._changed.notify()
 
     @property
@@ -718,19 +726,32 @@ class ProgressTracker:
     # --- folding ---
 
     def _fold_loop(self) -> None:
-        """Fold the journal into progress.json at most once per interval, while events come."""
+        """Sync each new outcome at once; fold at most once per interval while events come."""
         while True:
             with self._changed:
-                while not self._unfolded and not self._closed:
+                while not (self._unsynced or self._unfolded or self._closed):
                     self._changed.wait()
                 if self._closed:
                     return
-                delay = self._last_fold + self._fold_interval - time.monotonic()
-                if delay > 0:
-                    self._changed.wait(delay)
+                sync_now = self._unsynced
+                fold_at = self._last_fold + self._fold_interval
+                fold_now = self._unfolded and time.monotonic() >= fold_at
+                if not (sync_now or fold_now):
+                    self._changed.wait(fold_at - time.monotonic())
                     continue
             with contextlib.suppress(OSError):  # the journal keeps it all; close() reports
-                self._fold()
+                if sync_now:
+                    self._sync_journal()
+                if fold_now:
+                    self._fold()
+
+    def _sync_journal(self) -> None:
+        with self._fold_mutex:
+            with self._mutex:
+                if self._journal is None:
+                    return
+                self._unsynced = False
+            self._journal.sync()
 
     def _fold(self) -> None:
         with self._fold_mutex:
