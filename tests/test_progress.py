@@ -244,6 +244,13 @@ def test_resume_skips_completed_failed_and_skipped_in_the_given_order(tmp_path: 
     assert state.remaining == 7
 
 
+def test_a_run_with_nothing_left_gets_no_actors(tmp_path: Path) -> None:
+    run(tmp_path, NAMES[:3], {NAMES[0]: "completed", NAMES[1]: "failed", NAMES[2]: "skipped"})
+    assert run(tmp_path, NAMES[:3], {}) == []
+    state = ProgressTracker(tmp_path).read()
+    assert (state.remaining, state.percent_complete) == (0, pytest.approx(100 / 3))
+
+
 def test_retry_failed_makes_failed_actors_pending_again(tmp_path: Path) -> None:
     run(tmp_path, NAMES, {NAMES[0]: "completed", NAMES[2]: "failed", NAMES[3]: "skipped"})
     pending = run(tmp_path, NAMES, {NAMES[2]: "completed"}, retry_failed=True)
@@ -460,6 +467,7 @@ def test_unreadable_progress_is_never_overwritten_and_reset_keeps_it(
 
 
 def test_reset_keeps_readable_progress_with_its_journal_folded_in(tmp_path: Path) -> None:
+    assert ProgressTracker(tmp_path).read() is None
     assert locked(tmp_path).reset() is None
     run(tmp_path, NAMES, {NAMES[0]: "completed"})
     (tmp_path / JOURNAL_FILE).write_text(
