@@ -34,15 +34,6 @@ JPEG_QUALITY = 80
 BW_MAX_MEAN = 205  # line art brighter than this would read as a washed-out, too bright image
 UNREACHABLE_URL = "http://127.0.0.1:9/demo"  # the discard port: refused at once, never off-host
 PHOTO, BW, COLOR = "photorealistic", "bw_stylized", "color_stylized"
-DEFECTS = (
-    "unreadable",
-    "exact_duplicate",
-    "near_duplicate",
-    "blurry",
-    "tiny",
-    "dark",
-    "undownloadable",
-)
 
 Color = tuple[int, int, int]
 
