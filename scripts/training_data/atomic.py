@@ -11,12 +11,22 @@ from typing import Any
 TEMP_PREFIX = ".tmp-"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_current_umask()  # what open() would give; mkstemp alone gives 0600
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync it, then ``os.replace`` it into place."""
     path = Path(path)
     handle, temp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as temp:
+            os.fchmod(temp.fileno(), FILE_MODE)
             temp.write(data)
             temp.flush()
             os.fsync(temp.fileno())
