@@ -84,13 +84,20 @@ class ProgressState:
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
     current_actor: str | None = None
     missing_actors: list[str] = field(default_factory=list)
-    _completed_set: set[str] = field(init=False, repr=False, compare=False)
+    _completed_set: set[str] | None = field(init=False, repr=False, compare=False)
     _missing_set: set[str] = field(init=False, repr=False, compare=False)
     _missing_counts: tuple[int, int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._completed_set = set(self.completed)
+        self._completed_set = None
         self._recount_missing()
+
+    @property
+    def _completed_names(self) -> set[str]:
+        """Built on first use, so that a snapshot (``copy``) costs one list copy, not a set."""
+        if self._completed_set is None:
+            self._completed_set = set(self.completed)
+        return self._completed_set
 
     # --- the run's numbers (actors of this run only) ---
 
@@ -119,7 +126,7 @@ class ProgressState:
 
     def is_recorded(self, name: str) -> bool:
         """Completed, failed or skipped: not pending."""
-        return name in self._completed_set or name in self.failed or name in self.skipped
+        return name in self._completed_names or name in self.failed or name in self.skipped
 
     # --- events; each sets an actor's outcome, so replaying one twice changes nothing ---
 
@@ -128,10 +135,10 @@ class ProgressState:
         self.last_updated = timestamp
 
     def record_completed(self, name: str, timestamp: str) -> None:
-        if name not in self._completed_set:
+        if name not in self._completed_names:
             self._forget(name)
             self.completed.append(name)
-            self._completed_set.add(name)
+            self._completed_names.add(name)
         self._finish(name, timestamp)
 
     def record_failed(self, name: str, error: str, timestamp: str) -> None:
@@ -167,8 +174,8 @@ class ProgressState:
 
     def _forget(self, name: str, keep: dict[str, dict[str, str]] | None = None) -> None:
         """Drop the actor's other outcomes; ``keep``'s entry is overwritten where it is."""
-        if name in self._completed_set:
-            self._completed_set.discard(name)
+        if name in self._completed_names:
+            self._completed_names.discard(name)
             self.completed.remove(name)
         for outcomes in (self.failed, self.skipped):
             if outcomes is not keep:
@@ -184,8 +191,11 @@ class ProgressState:
 
     def _recount_missing(self) -> None:
         gone = self._missing_set = set(self.missing_actors)
+        if not gone:
+            self._missing_counts = (0, 0, 0)
+            return
         self._missing_counts = (
-            sum(name in self._completed_set for name in gone),
+            sum(name in self._completed_names for name in gone),
             sum(name in self.failed for name in gone),
             sum(name in self.skipped for name in gone),
         )
@@ -224,7 +234,7 @@ class ProgressState:
         twin.failed = dict(self.failed)
         twin.skipped = dict(self.skipped)
         twin.missing_actors = list(self.missing_actors)
-        twin._completed_set = set(self._completed_set)
+        twin._completed_set = None
         twin._missing_set = set(self._missing_set)
         return twin
 
