@@ -1,0 +1,798 @@
+"""Apply a plan (SPEC §7): set removed images aside reversibly, generate missing ones, restore.
+
+A removal moves an image and its sidecars from ``training_data/`` to
+``removed_training_data/<run>/`` and moves its manifest entry to ``removed_images``. Each removal
+folder holds a small journal, ``removal.json``, that lists what it holds and where it came from.
+
+Crash safety. A run may be killed at any instant; the next ``recover`` (called at the start of
+``apply_plan`` and ``restore_last_run``, and by the pipeline before it loads an actor) brings the
+actor back to a state where these invariants hold:
+
+1. Nothing is deleted. Files are only renamed between ``training_data/`` and a removal folder on
+   the same filesystem, so at every instant each file is whole in exactly one place. (Across
+   filesystems a move is copy, fsync, unlink; an interrupted one leaves two identical copies and
+   recovery drops the one at the source.)
+2. Intent before action. The journal, listing every file to move and the manifest entry to move,
+   is durable before the first file moves; the manifest is rewritten after the last file has
+   moved; then the journal is marked settled. Restore is the same in reverse (state ``restoring``).
+3. Every step is idempotent, so recovery replays an unsettled journal to its end: a file still at
+   its source is moved, one already at its destination is left alone, and the manifest update is
+   recomputed from the journal. A file found at both ends with different contents is never
+   overwritten: both are kept and reported.
+4. Settled state: no manifest ``images`` entry points to a file this tool moved away, every
+   ``removed_images`` entry's ``moved_to`` file exists, and no moved file is also in
+   ``training_data/``.
+5. A generated image is written atomically before its manifest entry, and carries that entry in a
+   JPEG comment; if a crash falls between the two, recovery adds the entry from the comment.
+6. A name is never reused: a new image is ``<actor>_<n>.jpg`` with ``n`` one more than the highest
+   number any file, manifest entry or removal folder of the actor has used.
+7. Every manifest and journal rewrite is atomic (temp file, fsync, rename); temp files a killed run
+   left behind are swept by recovery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from training_data.atomic import sweep_temp_files, write_bytes_atomic, write_json_atomic
+from training_data.config import GENERIC_PROMPT
+from training_data.dataset import (
+    IMAGE_SUFFIXES,
+    Actor,
+    TrainingImage,
+    check_manifest_filename,
+    read_manifest,
+    sidecars_of,
+    write_manifest,
+)
+from training_data.errors import ActorError, FatalRunError
+from training_data.generation import GenerationRequest, Generator
+from training_data.plan import Plan
+
+JOURNAL_NAME = "removal.json"
+JOURNAL_VERSION = 1
+REMOVED_DIR_NAME = "removed_training_data"
+PROVENANCE_KEY = "evaluate_and_balance"
+MAX_SOURCES = 3
+PERSON_NOUNS = frozenset(
+    ("female", "male", "woman", "man", "girl", "boy", "person", "lady", "gentleman", "nonbinary")
+)
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExecutionResult:
+    """What one execute step did to an actor, for its evaluation JSON and the console."""
+
+    removed: list[dict[str, Any]] = field(default_factory=list)
+    generated: list[dict[str, Any]] = field(default_factory=list)
+    unfulfilled: dict[str, int] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    removal_folder: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RestoreResult:
+    """What ``--restore`` put back, and what it left and why."""
+
+    run: str | None = None
+    restored: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- public entry points ------------------------------------------------------------------------
+
+
+def apply_plan(
+    actor: Actor,
+    images: Sequence[TrainingImage],
+    plan: Plan,
+    generator: Generator | None,
+    prompts: Mapping[str, list[str]],
+    run_timestamp: str,
+    source_ranking: Sequence[str] = (),
+) -> ExecutionResult:
+    """Remove, then generate, as planned. ``source_ranking``: the actor's photos, best first."""
+    _check_run_name(run_timestamp)
+    result = ExecutionResult(messages=recover(actor))
+    manifest = read_manifest(actor)
+    _check_manifest_names(manifest)
+    removals = _planned_removals(actor, images, plan, manifest, result)
+    if removals:
+        folder = _new_removal_folder(actor, run_timestamp)
+        _remove(actor, folder, removals, manifest is None)
+        result.removal_folder = _relative(actor, folder)
+        result.removed = [
+            {
+                "number": removal["number"],
+                "filename": removal["filename"],
+                "type": removal["type"],
+                "reason": removal["reason"],
+                "moved_to": _moved_to(actor, folder, removal),
+            }
+            for removal in removals
+        ]
+    _generate_all(actor, plan, generator, prompts, source_ranking, result)
+    return result
+
+
+def restore_last_run(actor: Actor) -> RestoreResult:
+    """Put back what the last execute run that removed images took from this actor.
+
+    A file whose name is taken again in training_data is not overwritten: that image stays in
+    its removal folder (with its sidecars and its removed_images entry) and is reported.
+    """
+    result = RestoreResult(messages=recover(actor))
+    latest = _latest_removal_folder(actor)
+    if latest is None:
+        result.messages.append(
+            f"nothing to restore: no execute run has removed images of {actor.name}"
+        )
+        return result
+    folder, journal = latest
+    result.run = journal["run"]
+    pending = [removal for removal in journal["removals"] if not removal.get("restored_at")]
+    if not pending:
+        result.messages.append(
+            f"nothing to restore: the images removed by run {result.run} were already put back"
+        )
+        return result
+    manifest_images = (read_manifest(actor) or {}).get("images") or {}
+    kept_lines = []
+    for removal in pending:
+        problem = _restore_problem(actor, folder, removal, manifest_images)
+        removal["restoring"] = problem is None
+        if problem:
+            result.kept.append(removal["filename"])
+            kept_lines.append(
+                f"kept {removal['filename']} in {_relative(actor, folder)}: {problem}"
+            )
+    journal["state"] = "restoring"
+    _write_journal(folder, journal)
+    result.restored, notes = _finish_restore(actor, folder, journal)
+    files = sum(len(r["files"]) for r in journal["removals"] if r["filename"] in result.restored)
+    result.messages.append(
+        f"restored {len(result.restored)} image(s) ({files} file(s) with sidecars) "
+        f"removed by run {result.run} from {_relative(actor, folder)}"
+    )
+    result.messages += kept_lines + notes
+    return result
+
+
+def recover(actor: Actor) -> list[str]:
+    """Finish whatever an interrupted execute or restore left half done; say what it did."""
+    messages: list[str] = []
+    if actor.training_dir.is_dir():
+        sweep_temp_files(actor.training_dir)
+    for folder in _removal_folders(actor):
+        sweep_temp_files(folder)
+        journal = _read_journal(folder)
+        if journal is None:
+            _drop_if_empty(folder)
+            continue
+        if journal["state"] == "removing":
+            messages.append(f"finished an interrupted removal into {_relative(actor, folder)}")
+            messages += _finish_removal(actor, folder, journal)
+        elif journal["state"] == "restoring":
+            restored, notes = _finish_restore(actor, folder, journal)
+            messages.append(
+                f"finished an interrupted restore of {len(restored)} image(s) "
+                f"from {_relative(actor, folder)}"
+            )
+            messages += notes
+    messages += _adopt_generated_images(actor)
+    return messages
+
+
+def actor_descriptor(actor: Actor) -> str:
+    """For prompts: ``0046_european_25_female`` -> ``a 25-year-old european female``."""
+    words = [word for word in re.split(r"[_\-\s]+", actor.name) if word]
+    if words and words[0].isdigit():
+        words = words[1:]  # the leading number is an id, not an age
+    ages = [w for w in words if w.isdigit() and not w.startswith("0") and int(w) < 130]
+    words = [word for word in words if not word.isdigit()]
+    if ages:
+        words.insert(0, f"{ages[0]}-year-old")
+    if not words:
+        return "the person"
+    phrase = " ".join(words)
+    if not ages and words[-1].lower() not in PERSON_NOUNS:
+        return phrase  # a given name, not a description
+    article = "an" if re.match(r"[aeiou]|8|1[18]-", phrase, re.IGNORECASE) else "a"
+    return f"{article} {phrase}"
+
+
+# --- removal ------------------------------------------------------------------------------------
+
+
+def _planned_removals(
+    actor: Actor,
+    images: Sequence[TrainingImage],
+    plan: Plan,
+    manifest: dict[str, Any] | None,
+    result: ExecutionResult,
+) -> list[dict[str, Any]]:
+    """Journal records for the plan's removals, each checked before anything moves."""
+    entries = (manifest or {}).get("images") or {}
+    loaded = {image.filename for image in images}
+    already = _moved_names(manifest)
+    removals = []
+    now = _now()
+    for planned in plan.removals:
+        check_manifest_filename(planned.filename)
+        if planned.filename not in loaded:
+            raise ActorError(f"the plan names {planned.filename}, not an image of {actor.name}")
+        path = actor.training_dir / planned.filename
+        if not path.is_file() and planned.filename not in entries:
+            if planned.filename in already:
+                result.messages.append(f"{planned.filename} was already removed")
+                continue
+            raise ActorError(f"cannot remove {planned.filename}: it is not in training_data")
+        files = [path.name, *(p.name for p in sidecars_of(path))] if path.is_file() else []
+        removals.append(
+            {
+                "number": planned.number,
+                "filename": planned.filename,
+                "type": planned.type,
+                "reason": planned.reason,
+                "removed_at": now,
+                "files": files,
+                "manifest_entry": entries.get(planned.filename),
+            }
+        )
+        if not files:
+            result.messages.append(
+                f"{planned.filename} had no file; only its manifest entry was set aside"
+            )
+    return removals
+
+
+def _remove(
+    actor: Actor, folder: Path, removals: list[dict[str, Any]], manifest_was_missing: bool
+) -> None:
+    """Intent first (the journal), then the files, then the manifest."""
+    journal = {
+        "version": JOURNAL_VERSION,
+        "actor": actor.name,
+        "run": folder.name,
+        "created_at": _now(),
+        "state": "removing",
+        "created_manifest": manifest_was_missing,
+        "removals": removals,
+    }
+    _write_journal(folder, journal)
+    _finish_removal(actor, folder, journal)
+
+
+def _finish_removal(actor: Actor, folder: Path, journal: dict[str, Any]) -> list[str]:
+    """Move every listed file into the folder, then the manifest entries; safe to repeat."""
+    messages: list[str] = []
+    for removal in journal["removals"]:
+        for name in removal["files"]:
+            messages += _settle_move(actor.training_dir / name, folder / name)
+    _fsync_folder(actor.training_dir)
+    _fsync_folder(folder)
+    manifest = read_manifest(actor)
+    updated = _manifest_after_removal(actor, folder, journal, manifest)
+    if updated != manifest:
+        write_manifest(actor, updated)
+    journal["state"] = "removed"
+    _write_journal(folder, journal)
+    return messages
+
+
+def _manifest_after_removal(
+    actor: Actor, folder: Path, journal: dict[str, Any], manifest: dict[str, Any] | None
+) -> dict[str, Any]:
+    updated = _editable(actor, manifest)
+    removed_images = updated.setdefault("removed_images", {})
+    for removal in journal["removals"]:
+        name = removal["filename"]
+        moved_to = _moved_to(actor, folder, removal)
+        if _find_removed_key(removed_images, name, journal["run"]) is not None:
+            continue  # this journal's entry is already there: a replayed step
+        if name in (updated.get("images") or {}):
+            del updated["images"][name]
+        record = dict(removal["manifest_entry"] or {}) | {
+            "reason": removal["reason"],
+            "removed_at": removal["removed_at"],
+            "moved_to": moved_to,
+            "run": journal["run"],
+        }
+        key = name if name not in removed_images else f"{name}@{journal['run']}"
+        removed_images[key] = record
+    return updated
+
+
+def _find_removed_key(removed_images: dict[str, Any], name: str, run: str) -> str | None:
+    for key in (name, f"{name}@{run}"):
+        record = removed_images.get(key)
+        if isinstance(record, dict) and record.get("run") == run:
+            return key
+    return None
+
+
+def _moved_names(manifest: dict[str, Any] | None) -> set[str]:
+    return {key.split("@", 1)[0] for key in (manifest or {}).get("removed_images") or {}}
+
+
+def _moved_to(actor: Actor, folder: Path, removal: dict[str, Any]) -> str | None:
+    if not removal["files"]:
+        return None
+    return _relative(actor, folder / removal["filename"])
+
+
+# --- restore ------------------------------------------------------------------------------------
+
+
+def _restore_problem(
+    actor: Actor, folder: Path, removal: dict[str, Any], manifest_images: dict[str, Any]
+) -> str | None:
+    """Why this removal cannot go back as it was, if it cannot."""
+    taken = [name for name in removal["files"] if os.path.lexists(actor.training_dir / name)]
+    if taken:
+        return f"{', '.join(taken)} exists again in training_data (not overwritten)"
+    if removal["filename"] in manifest_images:
+        return "manifest.json lists that name again (not overwritten)"
+    if removal["files"] and not os.path.lexists(folder / removal["filename"]):
+        return "the image is no longer in its removal folder"
+    return None
+
+
+def _finish_restore(
+    actor: Actor, folder: Path, journal: dict[str, Any]
+) -> tuple[list[str], list[str]]:
+    """Move the chosen removals back, then their manifest entries; safe to repeat."""
+    chosen = [removal for removal in journal["removals"] if removal.get("restoring")]
+    messages: list[str] = []
+    for removal in chosen:
+        for name in removal["files"]:
+            messages += _settle_move(folder / name, actor.training_dir / name)
+    _fsync_folder(actor.training_dir)
+    _fsync_folder(folder)
+    manifest = read_manifest(actor)
+    updated = _manifest_after_restore(actor, journal, chosen, manifest)
+    if journal.get("created_manifest") and updated == {"actor_id": actor.name}:
+        actor.manifest_path.unlink(missing_ok=True)  # the removal made it; now it is as before
+    elif updated != manifest and (manifest is not None or updated != {"actor_id": actor.name}):
+        write_manifest(actor, updated)
+    now = _now()
+    for removal in journal["removals"]:
+        if removal.pop("restoring", False):
+            removal["restored_at"] = now
+    journal["state"] = "removed"
+    _write_journal(folder, journal)
+    return [removal["filename"] for removal in chosen], messages
+
+
+def _manifest_after_restore(
+    actor: Actor,
+    journal: dict[str, Any],
+    chosen: list[dict[str, Any]],
+    manifest: dict[str, Any] | None,
+) -> dict[str, Any]:
+    updated = _editable(actor, manifest)
+    removed_images = updated.get("removed_images") or {}
+    for removal in chosen:
+        key = _find_removed_key(removed_images, removal["filename"], journal["run"])
+        if key is not None:
+            del removed_images[key]
+        if removal["manifest_entry"] is not None:
+            updated.setdefault("images", {})[removal["filename"]] = removal["manifest_entry"]
+    if "removed_images" in updated and not removed_images:
+        del updated["removed_images"]
+    return updated
+
+
+# --- generation ---------------------------------------------------------------------------------
+
+
+def _generate_all(
+    actor: Actor,
+    plan: Plan,
+    generator: Generator | None,
+    prompts: Mapping[str, list[str]],
+    source_ranking: Sequence[str],
+    result: ExecutionResult,
+) -> None:
+    for category, count in plan.generations.items():
+        if count <= 0:
+            continue
+        reason = _cannot_generate(actor, category, generator, source_ranking)
+        if reason:
+            result.unfulfilled[category] = count
+            result.messages.append(f"{category}: {count} not generated ({reason})")
+            continue
+        assert generator is not None
+        failures: dict[str, int] = {}
+        for _ in range(count):
+            try:
+                result.generated.append(
+                    _generate_one(actor, category, generator, prompts, source_ranking)
+                )
+            except ActorError as error:
+                failures[str(error)] = failures.get(str(error), 0) + 1
+        if failures:
+            result.unfulfilled[category] = sum(failures.values())
+            for reason_text, failed in failures.items():
+                result.messages.append(f"{category}: {failed} not generated ({reason_text})")
+
+
+def _cannot_generate(
+    actor: Actor, category: str, generator: Generator | None, source_ranking: Sequence[str]
+) -> str | None:
+    if generator is None:
+        return "no generator: generator.backend is none"
+    if not generator.can_generate(category):
+        return f"{generator.name} generator cannot make {category} images"
+    if not _sources(actor, source_ranking):
+        return "no photorealistic or base image to start from"
+    return None
+
+
+def _generate_one(
+    actor: Actor,
+    category: str,
+    generator: Generator,
+    prompts: Mapping[str, list[str]],
+    source_ranking: Sequence[str],
+) -> dict[str, Any]:
+    manifest = read_manifest(actor)
+    variant = _generated_count(manifest, category)
+    templates = prompts.get(category) or [GENERIC_PROMPT.replace("{category}", category)]
+    prompt = templates[variant % len(templates)].format(
+        descriptor=actor_descriptor(actor), category=category
+    )
+    request = GenerationRequest(actor, category, prompt, _sources(actor, source_ranking), variant)
+    data = generator.generate(request)
+    filename = f"{actor.name}_{_next_number(actor, manifest)}.jpg"
+    entry = {
+        "type": category,
+        "prompt": prompt,
+        "generator": generator.name,
+        "generated_at": _now(),
+    }
+    if getattr(generator, "model", None):
+        entry["model"] = generator.model
+    marked = _with_provenance(_checked_jpeg(data, generator.name), actor, filename, entry)
+    try:
+        write_bytes_atomic(actor.training_dir / filename, marked)
+    except OSError as error:
+        _raise_for_disk(error, f"cannot save {filename}")
+    updated = _editable(actor, manifest)
+    updated.setdefault("images", {})[filename] = entry
+    write_manifest(actor, updated)
+    return {"filename": filename, "type": category, "prompt": prompt, "generator": generator.name}
+
+
+def _sources(actor: Actor, source_ranking: Sequence[str]) -> tuple[Path, ...]:
+    """The best few photos still in training_data, else the base image(s)."""
+    photos = []
+    for name in source_ranking:
+        if _plain_name(name) and (actor.training_dir / name).is_file():
+            photos.append(actor.training_dir / name)
+        if len(photos) == MAX_SOURCES:
+            break
+    if photos:
+        return tuple(photos)
+    try:
+        base = sorted(
+            path
+            for path in actor.base_image_dir.iterdir()
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        )
+    except OSError:
+        return ()
+    return tuple(base[:MAX_SOURCES])
+
+
+def _generated_count(manifest: dict[str, Any] | None, category: str) -> int:
+    """How many images of this category were ever generated here: the next variant number."""
+    entries = [
+        *((manifest or {}).get("images") or {}).values(),
+        *((manifest or {}).get("removed_images") or {}).values(),
+    ]
+    return sum(
+        1
+        for entry in entries
+        if isinstance(entry, dict) and entry.get("generator") and entry.get("type") == category
+    )
+
+
+def _next_number(actor: Actor, manifest: dict[str, Any] | None) -> int:
+    """One more than the highest number the actor ever used, so no name comes back."""
+    pattern = re.compile(rf"{re.escape(actor.name)}_(\d+)\.")
+    names = [
+        *_folder_names(actor.training_dir),
+        *((manifest or {}).get("images") or {}),
+        *((manifest or {}).get("removed_images") or {}),
+    ]
+    for folder in _removal_folders(actor):
+        names += _folder_names(folder)
+    numbers = [int(match.group(1)) for name in names if (match := pattern.match(name))]
+    return max(numbers, default=0) + 1
+
+
+def _checked_jpeg(data: bytes, generator_name: str) -> bytes:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.format != "JPEG":
+                raise ActorError(
+                    f"the {generator_name} generator returned {image.format}, not JPEG"
+                )
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ActorError(
+            f"the {generator_name} generator returned an unreadable image: {error}"
+        ) from None
+    return data
+
+
+def _with_provenance(data: bytes, actor: Actor, filename: str, entry: dict[str, Any]) -> bytes:
+    """Put the manifest entry in a JPEG comment, so a crash before the manifest loses nothing."""
+    comment = json.dumps(
+        {PROVENANCE_KEY: {"actor": actor.name, "filename": filename, "entry": entry}},
+        ensure_ascii=True,
+    ).encode("ascii")[:65000]
+    segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+    position = 2
+    if data[2:4] == b"\xff\xe0":  # keep the JFIF header first
+        position = 4 + int.from_bytes(data[4:6], "big")
+    return data[:position] + segment + data[position:]
+
+
+def _adopt_generated_images(actor: Actor) -> list[str]:
+    """Give a generated image the manifest entry a crash kept it from getting."""
+    manifest = read_manifest(actor)
+    listed = set((manifest or {}).get("images") or {})
+    pattern = re.compile(rf"{re.escape(actor.name)}_\d+\.jpg")
+    adopted: dict[str, dict[str, Any]] = {}
+    for name in _folder_names(actor.training_dir):
+        if name in listed or not pattern.fullmatch(name):
+            continue
+        entry = _provenance(actor.training_dir / name)
+        if entry and entry.get("actor") == actor.name and entry.get("filename") == name:
+            adopted[name] = entry["entry"]
+    if not adopted:
+        return []
+    updated = _editable(actor, manifest)
+    updated.setdefault("images", {}).update(adopted)
+    write_manifest(actor, updated)
+    return [f"recorded the manifest entry of generated image {name}" for name in sorted(adopted)]
+
+
+def _provenance(path: Path) -> dict[str, Any] | None:
+    try:
+        with Image.open(path) as image:
+            comment = image.info.get("comment")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    try:
+        record = json.loads(comment)[PROVENANCE_KEY]
+    except (TypeError, ValueError, KeyError):
+        return None
+    if isinstance(record, dict) and isinstance(record.get("entry"), dict):
+        return record
+    return None
+
+
+# --- files and folders --------------------------------------------------------------------------
+
+
+def _settle_move(source: Path, destination: Path) -> list[str]:
+    """Bring ``source`` to ``destination`` if not there yet; never overwrite, never lose."""
+    source_exists, destination_exists = os.path.lexists(source), os.path.lexists(destination)
+    if source_exists and not destination_exists:
+        _move(source, destination)
+    elif source_exists and destination_exists:
+        if _same_content(source, destination):
+            source.unlink()  # the tail of an interrupted cross-filesystem move
+        else:
+            return [f"kept both {source} and {destination}: they differ (not overwritten)"]
+    elif not destination_exists:
+        return [f"{source.name} is missing from both {source.parent} and {destination.parent}"]
+    return []
+
+
+def _move(source: Path, destination: Path) -> None:
+    try:
+        os.rename(source, destination)
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            _raise_for_disk(error, f"cannot move {source.name} to {destination.parent}")
+    try:  # another filesystem: a durable copy first, then let go of the original
+        temp = destination.with_name(f".tmp-{destination.name}")
+        shutil.copy2(source, temp)
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.rename(temp, destination)
+        _fsync_folder(destination.parent)
+        source.unlink()
+    except OSError as error:
+        _raise_for_disk(error, f"cannot move {source.name} to {destination.parent}")
+
+
+def _same_content(one: Path, two: Path) -> bool:
+    try:
+        if os.path.samefile(one, two):
+            return True
+        return _sha256(one) == _sha256(two)
+    except OSError:
+        return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _raise_for_disk(error: OSError, doing: str) -> None:
+    if error.errno == errno.ENOSPC:
+        raise FatalRunError(f"disk full: {doing}") from None
+    raise ActorError(f"{doing}: {error.strerror or error}") from None
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make renames in ``folder`` durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _folder_names(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return [entry.name for entry in entries]
+    except FileNotFoundError:
+        return []
+
+
+def _removal_folders(actor: Actor) -> list[Path]:
+    try:
+        with os.scandir(actor.removed_dir) as entries:
+            return sorted(
+                Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False)
+            )
+    except FileNotFoundError:
+        return []
+
+
+def _new_removal_folder(actor: Actor, run: str) -> Path:
+    """``removed_training_data/<run>``; a second batch of the same run gets ``<run>-2``."""
+    actor.removed_dir.mkdir(exist_ok=True)
+    for suffix in range(1, 1000):
+        folder = actor.removed_dir / (run if suffix == 1 else f"{run}-{suffix}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        _fsync_folder(actor.removed_dir)
+        return folder
+    raise ActorError(f"too many removal folders named {run} in {actor.removed_dir}")
+
+
+def _latest_removal_folder(actor: Actor) -> tuple[Path, dict[str, Any]] | None:
+    journals = []
+    for folder in _removal_folders(actor):
+        journal = _read_journal(folder)
+        if journal is not None and journal["removals"]:
+            journals.append((journal.get("created_at", ""), folder.name, folder, journal))
+    if not journals:
+        return None
+    _, _, folder, journal = max(journals, key=lambda item: (item[0], item[1]))
+    return folder, journal
+
+
+def _drop_if_empty(folder: Path) -> None:
+    """A folder a killed run made before writing its journal holds nothing: tidy it away."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _relative(actor: Actor, path: Path) -> str:
+    return path.relative_to(actor.folder).as_posix()
+
+
+# --- journal ------------------------------------------------------------------------------------
+
+
+def _write_journal(folder: Path, journal: dict[str, Any]) -> None:
+    try:
+        write_json_atomic(folder / JOURNAL_NAME, journal)
+    except OSError as error:
+        _raise_for_disk(error, f"cannot write {folder / JOURNAL_NAME}")
+
+
+def _read_journal(folder: Path) -> dict[str, Any] | None:
+    """The folder's journal, checked so that no name in it can reach outside its folders."""
+    path = folder / JOURNAL_NAME
+    try:
+        journal = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise ActorError(f"removal journal {path} is unreadable ({error}); move it aside") from None
+    problem = _journal_problem(journal)
+    if problem:
+        raise ActorError(f"removal journal {path} is not valid: {problem}; move it aside")
+    return journal
+
+
+def _journal_problem(journal: Any) -> str | None:
+    if not isinstance(journal, dict) or journal.get("version") != JOURNAL_VERSION:
+        return "unknown format"
+    if journal.get("state") not in ("removing", "removed", "restoring"):
+        return f"unknown state {journal.get('state')!r}"
+    if not isinstance(journal.get("run"), str) or not isinstance(journal.get("removals"), list):
+        return "run or removals missing"
+    for removal in journal["removals"]:
+        if not isinstance(removal, dict) or not isinstance(removal.get("files"), list):
+            return "a removal without its file list"
+        try:
+            check_manifest_filename(removal.get("filename"))
+        except ActorError:
+            return f"bad file name {removal.get('filename')!r}"
+        if not all(_plain_name(name) for name in removal["files"]):
+            return f"bad file name in {removal['files']!r}"
+        entry = removal.get("manifest_entry")
+        if entry is not None and not isinstance(entry, dict):
+            return "a manifest entry that is not an object"
+    return None
+
+
+# --- checks -------------------------------------------------------------------------------------
+
+
+def _check_run_name(run: str) -> None:
+    if not _plain_name(run) or run.startswith("."):
+        raise ValueError(f"run timestamp {run!r} cannot name a folder")
+
+
+def _check_manifest_names(manifest: dict[str, Any] | None) -> None:
+    """A hostile name anywhere in the manifest fails the actor before anything moves."""
+    for name in (manifest or {}).get("images") or {}:
+        check_manifest_filename(name)
+
+
+def _plain_name(name: Any) -> bool:
+    return (
+        isinstance(name, str) and name not in ("", ".", "..") and not set(name) & {"/", "\\", "\0"}
+    )
+
+
+def _editable(actor: Actor, manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """A deep copy to change (the original is compared with it), or a new manifest."""
+    return json.loads(json.dumps(manifest)) if manifest is not None else {"actor_id": actor.name}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

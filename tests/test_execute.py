@@ -1,0 +1,468 @@
+"""Execute (SPEC §7): reversible removal, generation, restore, and convergence after crashes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from execute_helpers import (
+    BW,
+    COLOR,
+    PHOTO,
+    evaluations,
+    file_hashes,
+    make_actor,
+    photo_ranking,
+    plan_for,
+    run_child,
+    synthetic_photo,
+)
+from PIL import Image
+
+from training_data.config import DEFAULT_PROMPTS, TargetConfig
+from training_data.dataset import Actor, list_training_images, read_manifest
+from training_data.errors import ActorError
+from training_data.execute import actor_descriptor, apply_plan, recover, restore_last_run
+from training_data.generation import LocalGenerator
+from training_data.plan import Plan, Removal
+
+RUN = "20250101T000000Z"
+
+
+def apply(
+    actor: Actor,
+    generator=None,
+    run: str = RUN,
+    plan: Plan | None = None,
+    target: TargetConfig | None = None,
+):
+    images = list_training_images(actor, read_manifest(actor))
+    return apply_plan(
+        actor,
+        images,
+        plan or plan_for(actor, target),
+        generator,
+        DEFAULT_PROMPTS,
+        run,
+        source_ranking=photo_ranking(actor),
+    )
+
+
+def categories(actor: Actor) -> dict[str, int]:
+    counts = dict.fromkeys((PHOTO, BW, COLOR), 0)
+    for evaluation in evaluations(actor):
+        counts[evaluation.type] += 1
+    return counts
+
+
+def assert_nothing_lost(actor: Actor, before: dict[str, str], settled: bool = True) -> None:
+    """Every file that was in training_data is, byte for byte, in training_data or in a removal
+    folder, under its own name; once settled, with its captions beside it."""
+    now = file_hashes(actor.folder)
+    for relative, digest in before.items():
+        name = relative.split("/")[-1]
+        homes = [
+            place
+            for place, found in now.items()
+            if place.split("/")[-1] == name and found == digest
+        ]
+        assert len(homes) == 1, (relative, homes)
+        if not settled:
+            continue  # a killed run may leave an image moved and its caption not yet
+        folder = homes[0].rsplit("/", 1)[0]
+        stem = name.rsplit(".", 1)[0]
+        for caption, caption_digest in before.items():
+            if caption.rsplit(".", 1)[0].split("/")[-1] == stem and caption != relative:
+                assert now.get(f"{folder}/{caption.split('/')[-1]}") == caption_digest
+
+
+def assert_settled(actor: Actor) -> None:
+    """SPEC §7 at rest: every manifest entry names an existing file; nothing is in two places."""
+    manifest = read_manifest(actor) or {}
+    for name in manifest.get("images", {}):
+        assert (actor.training_dir / name).is_file(), name
+    for key, record in manifest.get("removed_images", {}).items():
+        assert (actor.folder / record["moved_to"]).is_file(), key
+        assert record["moved_to"].startswith("removed_training_data/")
+    for folder in actor.removed_dir.glob("*"):
+        journal = json.loads((folder / "removal.json").read_text())
+        assert journal["state"] == "removed"
+        for removal in journal["removals"]:
+            for name in removal["files"]:
+                in_removed = (folder / name).exists()
+                in_training = (actor.training_dir / name).exists()
+                assert in_removed != in_training, name
+    leftovers = [p for p in actor.folder.rglob(".tmp-*")]
+    assert not leftovers
+
+
+def training_files(actor: Actor) -> dict[str, str]:
+    return file_hashes(actor.training_dir)
+
+
+def originals(actor: Actor) -> dict[str, str]:
+    """The user's files (not the manifest, which the tool rewrites), by path in the actor."""
+    return {
+        f"training_data/{name}": digest
+        for name, digest in file_hashes(actor.training_dir).items()
+        if name != "manifest.json"
+    }
+
+
+# --- removing and generating ---------------------------------------------------------------------
+
+
+def test_execute_reaches_the_target_and_keeps_every_file(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 18, BW: 1})
+    before = originals(actor)
+    result = apply(actor, LocalGenerator())
+
+    assert categories(actor) == {PHOTO: 13, BW: 4, COLOR: 3}
+    assert plan_for(actor).is_balanced
+    assert len(result.removed) == 5 and result.unfulfilled == {} and result.messages == []
+    assert result.removal_folder == f"removed_training_data/{RUN}"
+    assert_nothing_lost(actor, before)
+    assert_settled(actor)
+
+    manifest = read_manifest(actor)
+    assert manifest["notes"] == {"kept": True}  # unknown fields survive
+    for removal in result.removed:
+        record = manifest["removed_images"][removal["filename"]]
+        assert record["type"] == PHOTO and record["source"] == "test"  # the entry moved whole
+        assert record["reason"] == removal["reason"] and record["removed_at"]
+        assert record["moved_to"] == removal["moved_to"]
+        assert removal["filename"] not in manifest["images"]
+    for made in result.generated:
+        entry = manifest["images"][made["filename"]]
+        assert set(entry) == {"type", "prompt", "generator", "generated_at"}
+        assert entry["type"] == made["type"] and entry["generator"] == "local"
+        assert "a 25-year-old european female" in entry["prompt"]
+        assert Image.open(actor.training_dir / made["filename"]).format == "JPEG"
+    assert [m["filename"] for m in result.generated] == [
+        f"{actor.name}_{n}.jpg" for n in range(20, 26)
+    ]
+    assert {m["prompt"] for m in result.generated if m["type"] == BW} == {
+        template.format(descriptor="a 25-year-old european female")
+        for template in DEFAULT_PROMPTS[BW]
+    }
+
+
+def test_local_generator_reports_photorealistic_as_unfulfilled(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 5, BW: 4, COLOR: 3})
+    result = apply(actor, LocalGenerator())
+    assert result.unfulfilled == {PHOTO: 8}
+    assert result.messages == [
+        "photorealistic: 8 not generated (local generator cannot make photorealistic images)"
+    ]
+    assert result.removed == [] and result.removal_folder is None
+    assert not actor.removed_dir.exists()
+
+
+def test_no_generator_reports_every_missing_image(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 13, BW: 1})
+    result = apply(actor, None)
+    assert result.unfulfilled == {BW: 3, COLOR: 3} and result.generated == []
+    assert all("generator.backend is none" in line for line in result.messages)
+
+
+def test_stylized_images_come_from_the_base_image_without_photos(tmp_path: Path):
+    actor = make_actor(tmp_path, {BW: 1, COLOR: 1})
+    actor.base_image_dir.mkdir()
+    shutil.copy(actor.training_dir / f"{actor.name}_1.jpg", actor.base_image_dir / "base.jpg")
+    target = TargetConfig(total=4, mix={BW: 0.5, COLOR: 0.5})
+    result = apply(actor, LocalGenerator(), plan=plan_for(actor, target))
+    assert [m["type"] for m in result.generated] == [BW, COLOR]
+
+
+def test_new_names_are_never_reused(tmp_path: Path):
+    """The highest-numbered image is removed; a new one still gets a higher number."""
+    actor = make_actor(tmp_path, {PHOTO: 14, BW: 4, COLOR: 2})
+    top = f"{actor.name}_20.jpg"
+    (actor.training_dir / top).rename(actor.training_dir / f"{actor.name}_90.jpg")
+    manifest = read_manifest(actor)
+    manifest["images"][f"{actor.name}_90.jpg"] = manifest["images"].pop(top)
+    actor.manifest_path.write_text(json.dumps(manifest))
+    plan = Plan(
+        counts={},
+        percentages={},
+        targets={},
+        is_balanced=False,
+        removals=(Removal(20, f"{actor.name}_90.jpg", COLOR, 1, "test"),),
+        generations={COLOR: 1},
+    )
+    result = apply(actor, LocalGenerator(), plan=plan)
+    assert result.generated[0]["filename"] == f"{actor.name}_91.jpg"
+
+
+def test_an_entry_without_a_file_is_set_aside_without_moving_anything(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 13, BW: 4, COLOR: 3})
+    manifest = read_manifest(actor)
+    manifest["images"]["lost.jpg"] = {"type": PHOTO, "note": "no file, no url"}
+    actor.manifest_path.write_text(json.dumps(manifest))
+    result = apply(actor)
+    assert [r["filename"] for r in result.removed] == ["lost.jpg"]
+    assert result.removed[0]["moved_to"] is None
+    manifest = read_manifest(actor)
+    assert "lost.jpg" not in manifest["images"]
+    assert manifest["removed_images"]["lost.jpg"]["note"] == "no file, no url"
+    restore_last_run(actor)
+    assert read_manifest(actor)["images"]["lost.jpg"] == {"type": PHOTO, "note": "no file, no url"}
+
+
+def test_images_without_a_manifest_get_one_that_restore_takes_away(tmp_path: Path):
+    actor = make_actor(tmp_path, {}, untyped=22, with_manifest=False)
+    before = originals(actor)
+    result = apply(actor)
+    assert len(result.removed) == 9  # 22 photos -> 13
+    removed = read_manifest(actor)["removed_images"]
+    assert set(removed) == {r["filename"] for r in result.removed}
+    assert all(
+        set(record) == {"reason", "removed_at", "moved_to", "run"} for record in removed.values()
+    )
+    restore_last_run(actor)
+    assert originals(actor) == before and not actor.manifest_path.exists()
+
+
+def test_hostile_manifest_path_is_refused_with_nothing_moved(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 18, BW: 1})
+    (actor.folder / "outside.jpg").write_bytes(b"not for the tool")
+    plan = plan_for(actor)
+    images = list_training_images(actor, read_manifest(actor))
+    before = file_hashes(actor.folder)
+    original = actor.manifest_path.read_text()
+    for hostile in ("../outside.jpg", "/etc/passwd.jpg", "sub/../../outside.jpg"):
+        manifest = json.loads(original)
+        manifest["images"][hostile] = {"type": PHOTO}
+        actor.manifest_path.write_text(json.dumps(manifest))
+        with pytest.raises(ActorError, match="not a plain image file name"):
+            apply_plan(actor, images, plan, LocalGenerator(), DEFAULT_PROMPTS, RUN, ())
+        assert json.loads(actor.manifest_path.read_text()) == manifest
+        actor.manifest_path.write_text(original)
+        assert file_hashes(actor.folder) == before
+        assert not actor.removed_dir.exists()
+
+
+def test_hostile_journal_is_refused(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 15, BW: 4, COLOR: 3})
+    apply(actor)
+    journal_path = actor.removed_dir / RUN / "removal.json"
+    journal = json.loads(journal_path.read_text())
+    journal["state"] = "restoring"
+    journal["removals"][0]["files"].append("../../../outside.txt")
+    journal_path.write_text(json.dumps(journal))
+    before = file_hashes(actor.folder)
+    with pytest.raises(ActorError, match=r"removal journal .* is not valid"):
+        restore_last_run(actor)
+    assert file_hashes(actor.folder) == before
+
+
+# --- restore -------------------------------------------------------------------------------------
+
+
+def test_restore_brings_the_set_back_exactly(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 18, BW: 4, COLOR: 3}, untyped=2)
+    before, manifest_before = originals(actor), read_manifest(actor)
+    result = apply(actor)
+    assert len(result.removed) == 7 and originals(actor) != before
+
+    restored = restore_last_run(actor)
+    assert sorted(restored.restored) == sorted(r["filename"] for r in result.removed)
+    assert restored.kept == [] and restored.run == RUN
+    assert restored.messages[0].startswith("restored 7 image(s)")
+    assert originals(actor) == before
+    assert read_manifest(actor) == manifest_before
+    assert [p.name for p in (actor.removed_dir / RUN).iterdir()] == ["removal.json"]
+
+    again = restore_last_run(actor)
+    assert again.restored == [] and "already put back" in again.messages[-1]
+    assert originals(actor) == before
+
+
+def test_restore_keeps_generated_images_and_brings_back_the_removed(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 18, BW: 1})
+    before = originals(actor)
+    result = apply(actor, LocalGenerator())
+    restore_last_run(actor)
+    after = originals(actor)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert set(after) - set(before) == {f"training_data/{m['filename']}" for m in result.generated}
+    assert_settled(actor)
+
+
+def test_restore_never_overwrites_a_file_that_came_back(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 15, BW: 4, COLOR: 3})
+    result = apply(actor)
+    taken = result.removed[0]["filename"]
+    (actor.training_dir / taken).write_bytes(b"a new file under the old name")
+    restored = restore_last_run(actor)
+    assert restored.kept == [taken]
+    assert any(taken in line and "not overwritten" in line for line in restored.messages)
+    assert (actor.training_dir / taken).read_bytes() == b"a new file under the old name"
+    assert (actor.removed_dir / RUN / taken).is_file()
+    assert len(restored.restored) == len(result.removed) - 1
+    assert taken in read_manifest(actor)["removed_images"]
+
+
+def test_restore_puts_back_the_last_run_only(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 16, BW: 4, COLOR: 3})
+    first = apply(actor, run="20250101T000000Z")
+    manifest = read_manifest(actor)
+    for name in list(manifest["images"])[:3]:
+        manifest["images"][name]["type"] = BW  # now 3 surplus bw images
+    actor.manifest_path.write_text(json.dumps(manifest))
+    second = apply(actor, run="20250102T000000Z")
+    assert second.removed and first.removed
+    restored = restore_last_run(actor)
+    assert restored.run == "20250102T000000Z"
+    assert sorted(restored.restored) == sorted(r["filename"] for r in second.removed)
+    for removal in first.removed:
+        assert (actor.folder / removal["moved_to"]).is_file()
+
+
+def test_restore_with_nothing_removed_says_so(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 13, BW: 4, COLOR: 3})
+    result = restore_last_run(actor)
+    assert result.restored == [] and result.run is None
+    assert "no execute run has removed images" in result.messages[0]
+
+
+# --- crash safety --------------------------------------------------------------------------------
+
+
+class SimulatedCrash(BaseException):
+    """Stands for the process dying at one exact filesystem step."""
+
+
+def crash_at(monkeypatch: pytest.MonkeyPatch, step: int) -> list[int]:
+    """Make the ``step``-th rename (files, manifest and journal commits alike) never happen."""
+    seen = [0]
+    real_rename, real_replace = os.rename, os.replace
+
+    def counted(real):
+        def rename(source, destination):
+            seen[0] += 1
+            if seen[0] == step:
+                raise SimulatedCrash
+            return real(source, destination)
+
+        return rename
+
+    monkeypatch.setattr(os, "rename", counted(real_rename))
+    monkeypatch.setattr(os, "replace", counted(real_replace))
+    return seen
+
+
+def test_a_crash_at_every_step_converges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Stop the run at each of its commit points in turn, run again, check it converged."""
+    template = make_actor(tmp_path / "template", {PHOTO: 10, BW: 1, COLOR: 1})
+    target = TargetConfig(total=10)  # 7/2/1: three photos go, one bw drawing is made
+    before = originals(template)
+    step = 1
+    while True:
+        root = tmp_path / f"step{step}"
+        shutil.copytree(template.folder, root / "actors" / template.name)
+        actor = Actor(template.name, root / "actors" / template.name)
+        with monkeypatch.context() as patch:
+            seen = crash_at(patch, step)
+            try:
+                apply(actor, LocalGenerator(), target=target)
+                finished = True
+            except SimulatedCrash:
+                finished = False
+        assert_nothing_lost(actor, before, settled=finished)
+        recover(actor)
+        apply(actor, LocalGenerator(), run="20250102T000000Z", target=target)
+        assert categories(actor) == {PHOTO: 7, BW: 2, COLOR: 1}, step
+        assert_settled(actor)
+        assert_nothing_lost(actor, before)
+        assert all(entry.get("type") for entry in read_manifest(actor)["images"].values())
+        if finished:
+            break
+        step += 1
+    assert seen[0] >= 8 and step == seen[0] + 1  # every rename of a full run was a crash point
+
+
+def test_interrupted_generation_keeps_its_manifest_entry(tmp_path: Path):
+    """An image saved just before a crash gets its manifest entry back from its JPEG comment."""
+    actor = make_actor(tmp_path, {PHOTO: 13, BW: 3, COLOR: 3})
+    made = apply(actor, LocalGenerator()).generated[0]
+    manifest = read_manifest(actor)
+    entry = manifest["images"].pop(made["filename"])
+    actor.manifest_path.write_text(json.dumps(manifest))  # as if killed before the manifest
+    assert recover(actor) == [f"recorded the manifest entry of generated image {made['filename']}"]
+    assert read_manifest(actor)["images"][made["filename"]] == entry
+
+
+def add_work(actor: Actor, attempt: int) -> dict[str, str]:
+    """Between two runs the dataset changes: new photos to thin out, a drawing retyped as a photo.
+
+    So every attempt has removals and a generation to be killed in. Returns the new files.
+    """
+    for index in range(6):
+        name = f"extra_{attempt}_{index}"
+        synthetic_photo(1000 * attempt + index).save(actor.training_dir / f"{name}.jpg")
+        (actor.training_dir / f"{name}.txt").write_text(f"caption of {name}\n")
+    manifest = read_manifest(actor)
+    drawings = [name for name, entry in manifest["images"].items() if entry.get("type") == BW]
+    if drawings:
+        manifest["images"][drawings[0]]["type"] = PHOTO
+        actor.manifest_path.write_text(json.dumps(manifest))
+    return {key: digest for key, digest in originals(actor).items() if f"/extra_{attempt}_" in key}
+
+
+def test_sigkill_at_random_instants_then_a_final_run_converges(tmp_path: Path):
+    """A real process, killed with SIGKILL at random moments of its execute step, 15 times.
+
+    The child is forked from this process so that each attempt spends its time applying the plan
+    rather than importing modules; its file moves and generator are slowed a little.
+    """
+    actor = make_actor(tmp_path, {PHOTO: 30, BW: 1}, untyped=4)
+    before = originals(actor)
+    fork = multiprocessing.get_context("fork")
+    rng = random.Random(20250101)
+    killed = 0
+    for attempt in range(15):
+        before |= add_work(actor, attempt)
+        started = fork.Event()
+        child = fork.Process(target=run_child, args=(actor.folder, f"run{attempt:02d}", started))
+        child.start()
+        assert started.wait(30)
+        time.sleep(rng.uniform(0.0, 0.3))
+        child.kill()
+        child.join()
+        killed += child.exitcode == -signal.SIGKILL
+        assert_nothing_lost(actor, before, settled=False)
+    assert killed >= 10  # most attempts really were cut short
+
+    final = fork.Process(target=run_child, args=(actor.folder, "final"))
+    final.start()
+    final.join()
+    assert final.exitcode == 0
+    assert categories(actor) == {PHOTO: 13, BW: 4, COLOR: 3}
+    assert_settled(actor)
+    assert_nothing_lost(actor, before)
+    assert plan_for(actor).is_balanced
+
+
+# --- prompts -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "descriptor"),
+    [
+        ("0046_european_25_female", "a 25-year-old european female"),
+        ("0102_asian_80_male", "an 80-year-old asian male"),
+        ("0007_african_male", "an african male"),
+        ("mia", "mia"),
+        ("0046", "the person"),
+    ],
+)
+def test_actor_descriptor(name: str, descriptor: str):
+    assert actor_descriptor(Actor(name, Path("/nowhere") / name)) == descriptor
