@@ -26,7 +26,7 @@ BW = "bw_stylized"
 COLOR = "color_stylized"
 
 
-def synthetic_photo(seed: int, size: tuple[int, int] = (240, 300)) -> Image.Image:
+def synthetic_photo(seed: int, size: tuple[int, int] = (288, 360)) -> Image.Image:
     """A photo-like picture: soft shading, texture noise, a lit face-like shape."""
     rng = random.Random(seed)
     width, height = size
@@ -59,7 +59,7 @@ def synthetic_photo(seed: int, size: tuple[int, int] = (240, 300)) -> Image.Imag
     return ImageChops.add(photo, grain, scale=1.0, offset=-128)  # sensor noise
 
 
-def drawing(seed: int, colour: bool, size: tuple[int, int] = (240, 300)) -> Image.Image:
+def drawing(seed: int, colour: bool, size: tuple[int, int] = (288, 360)) -> Image.Image:
     rng = random.Random(seed)
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)

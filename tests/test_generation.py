@@ -148,6 +148,10 @@ def test_local_fails_one_image_on_a_broken_source(actor: Actor):
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(ActorError, match=r"cannot read source image broken\.jpg"):
         LocalGenerator().generate(request_for(actor, broken, BW, 0))
+    thumbnail = actor.training_dir / "thumbnail.jpg"
+    synthetic_photo(1, (200, 300)).save(thumbnail)
+    with pytest.raises(ActorError, match=r"thumbnail\.jpg is too small to draw from \(200x300"):
+        LocalGenerator().generate(request_for(actor, thumbnail, BW, 0))
     with pytest.raises(ActorError, match="no photo or base image"):
         LocalGenerator().generate(GenerationRequest(actor, BW, "x", (), 0))
 

@@ -40,6 +40,7 @@ TOKEN_VARIABLE = "REPLICATE_API_TOKEN"
 MAX_SOURCE_PIXELS = 64_000_000
 MAX_OUTPUT_BYTES = 52_428_800
 OUTPUT_LONG_SIDE = 768
+MIN_SOURCE_SIDE = 256  # an upscaled thumbnail would only pass for a training image
 ZOOMS = (1.0, 0.8, 0.88, 0.72, 0.94, 0.66)
 JPEG_QUALITY = 92
 
@@ -103,8 +104,14 @@ class LocalGenerator:
         if not request.sources:
             raise ActorError(f"no photo or base image to make a {request.category} image from")
         source = request.sources[request.variant % len(request.sources)]
+        picture = read_source(source)
+        if min(picture.size) < MIN_SOURCE_SIDE:
+            raise ActorError(
+                f"source image {source.name} is too small to draw from "
+                f"({picture.width}x{picture.height}, under {MIN_SOURCE_SIDE} px)"
+            )
         rng = random.Random(f"{request.actor.name}/{request.category}/{request.variant}")
-        photo = _framed(read_source(source), request.variant, rng)
+        photo = _framed(picture, request.variant, rng)
         render = BW_TECHNIQUES if request.category == "bw_stylized" else COLOR_TECHNIQUES
         technique = render[(request.variant // 2) % len(render)]
         return jpeg_bytes(technique(photo, rng))
