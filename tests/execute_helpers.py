@@ -144,11 +144,13 @@ def photo_ranking(actor: Actor) -> list[str]:
 
 def file_hashes(folder: Path) -> dict[str, str]:
     """relative path -> sha256 of every file below ``folder``."""
-    return {
-        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
+    hashes = {}
+    for parent, _, names in os.walk(folder, followlinks=True):
+        for name in names:
+            path = Path(parent) / name
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            hashes[path.relative_to(folder).as_posix()] = digest
+    return dict(sorted(hashes.items()))
 
 
 class SlowLocalGenerator(LocalGenerator):

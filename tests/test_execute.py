@@ -389,6 +389,46 @@ def test_a_crash_at_every_step_converges(tmp_path: Path, monkeypatch: pytest.Mon
     assert seen[0] >= 8 and step == seen[0] + 1  # every rename of a full run was a crash point
 
 
+def test_recovery_finishes_a_move_that_left_two_identical_copies(tmp_path: Path):
+    """A cross-filesystem move copies, then unlinks: killed in between, recovery drops the
+    source copy if it is byte-identical, and keeps both (saying so) if it is not."""
+    actor = make_actor(tmp_path, {PHOTO: 16, BW: 4, COLOR: 3})
+    result = apply(actor)
+    same, different = (removal["filename"] for removal in result.removed[:2])
+    folder = actor.removed_dir / RUN
+    shutil.copy2(folder / same, actor.training_dir / same)
+    (actor.training_dir / different).write_bytes(b"someone else's file")
+    journal = json.loads((folder / "removal.json").read_text())
+    journal["state"] = "removing"
+    (folder / "removal.json").write_text(json.dumps(journal))
+
+    messages = recover(actor)
+    assert not (actor.training_dir / same).exists() and (folder / same).is_file()
+    assert (actor.training_dir / different).read_bytes() == b"someone else's file"
+    assert (folder / different).is_file()
+    assert any("kept both" in line and different in line for line in messages)
+
+
+def test_removal_across_filesystems(tmp_path: Path):
+    """training_data on another filesystem (a symlink to tmpfs): moves copy, sync, then unlink."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a filesystem of its own")
+    actor = make_actor(tmp_path, {PHOTO: 16, BW: 4, COLOR: 3})
+    elsewhere = Path(shutil.move(actor.training_dir, shm / f"execute-test-{os.getpid()}"))
+    try:
+        actor.training_dir.symlink_to(elsewhere)
+        before = originals(actor)
+        result = apply(actor)
+        assert len(result.removed) == 3
+        assert_nothing_lost(actor, before)
+        assert_settled(actor)
+        restore_last_run(actor)
+        assert originals(actor) == before
+    finally:
+        shutil.rmtree(elsewhere)
+
+
 def test_interrupted_generation_keeps_its_manifest_entry(tmp_path: Path):
     """An image saved just before a crash gets its manifest entry back from its JPEG comment."""
     actor = make_actor(tmp_path, {PHOTO: 13, BW: 3, COLOR: 3})

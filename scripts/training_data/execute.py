@@ -40,7 +40,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,25 +117,17 @@ def apply_plan(
 ) -> ExecutionResult:
     """Remove, then generate, as planned. ``source_ranking``: the actor's photos, best first."""
     _check_run_name(run_timestamp)
-    result = ExecutionResult(messages=recover(actor))
-    manifest = read_manifest(actor)
-    _check_manifest_names(manifest)
-    removals = _planned_removals(actor, images, plan, manifest, result)
-    if removals:
-        folder = _new_removal_folder(actor, run_timestamp)
-        _remove(actor, folder, removals, manifest is None)
-        result.removal_folder = _relative(actor, folder)
-        result.removed = [
-            {
-                "number": removal["number"],
-                "filename": removal["filename"],
-                "type": removal["type"],
-                "reason": removal["reason"],
-                "moved_to": _moved_to(actor, folder, removal),
-            }
-            for removal in removals
-        ]
-    _generate_all(actor, plan, generator, prompts, source_ranking, result)
+    with _disk_errors(actor):
+        result = ExecutionResult(messages=recover(actor))
+        manifest = read_manifest(actor)
+        _check_manifest_names(manifest)
+        removals = _planned_removals(actor, images, plan, manifest, result)
+        if removals:
+            folder = _new_removal_folder(actor, run_timestamp)
+            _remove(actor, folder, removals, manifest is None)
+            result.removal_folder = _relative(actor, folder)
+            result.removed = [_removed_line(actor, folder, removal) for removal in removals]
+        _generate_all(actor, plan, generator, prompts, source_ranking, result)
     return result
 
 
@@ -145,6 +137,11 @@ def restore_last_run(actor: Actor) -> RestoreResult:
     A file whose name is taken again in training_data is not overwritten: that image stays in
     its removal folder (with its sidecars and its removed_images entry) and is reported.
     """
+    with _disk_errors(actor):
+        return _restore_last_run(actor)
+
+
+def _restore_last_run(actor: Actor) -> RestoreResult:
     result = RestoreResult(messages=recover(actor))
     latest = _latest_removal_folder(actor)
     if latest is None:
@@ -184,6 +181,11 @@ def restore_last_run(actor: Actor) -> RestoreResult:
 
 def recover(actor: Actor) -> list[str]:
     """Finish whatever an interrupted execute or restore left half done; say what it did."""
+    with _disk_errors(actor):
+        return _recover(actor)
+
+
+def _recover(actor: Actor) -> list[str]:
     messages: list[str] = []
     if actor.training_dir.is_dir():
         sweep_temp_files(actor.training_dir)
@@ -243,6 +245,8 @@ def _planned_removals(
     now = _now()
     for planned in plan.removals:
         check_manifest_filename(planned.filename)
+        if any(removal["filename"] == planned.filename for removal in removals):
+            continue
         if planned.filename not in loaded:
             raise ActorError(f"the plan names {planned.filename}, not an image of {actor.name}")
         path = actor.training_dir / planned.filename
@@ -337,6 +341,11 @@ def _find_removed_key(removed_images: dict[str, Any], name: str, run: str) -> st
 
 def _moved_names(manifest: dict[str, Any] | None) -> set[str]:
     return {key.split("@", 1)[0] for key in (manifest or {}).get("removed_images") or {}}
+
+
+def _removed_line(actor: Actor, folder: Path, removal: dict[str, Any]) -> dict[str, Any]:
+    keys = ("number", "filename", "type", "reason")
+    return {key: removal[key] for key in keys} | {"moved_to": _moved_to(actor, folder, removal)}
 
 
 def _moved_to(actor: Actor, folder: Path, removal: dict[str, Any]) -> str | None:
@@ -651,6 +660,15 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _disk_errors(actor: Actor) -> Iterator[None]:
+    """A file system error fails this actor with one line (a full disk stops the run)."""
+    try:
+        yield
+    except OSError as error:
+        _raise_for_disk(error, f"file error in {actor.name}")
 
 
 def _raise_for_disk(error: OSError, doing: str) -> None:
