@@ -135,6 +135,16 @@ def test_local_outputs_look_drawn_not_photographed(actor: Actor, photo: Path):
         assert saturation(painting) >= saturation(source), variant
 
 
+def test_local_colour_images_from_a_grey_photo_have_colour(actor: Actor):
+    grey = actor.training_dir / "grey.jpg"
+    synthetic_photo(5, (480, 600)).convert("L").save(grey)
+    for variant in range(6):
+        painting = Image.open(
+            io.BytesIO(LocalGenerator().generate(request_for(actor, grey, COLOR, variant)))
+        )
+        assert chroma(painting) > 5 and saturation(painting) > 60, variant
+
+
 def test_local_cannot_make_photorealistic_images(actor: Actor, photo: Path):
     generator = LocalGenerator()
     assert not generator.can_generate(PHOTO)

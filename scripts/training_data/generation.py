@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
-from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFilter, ImageOps, ImageStat
 from urllib3.exceptions import ConnectTimeoutError
 
 from training_data.config import GeneratorConfig, ReplicateConfig
@@ -40,6 +40,7 @@ TOKEN_VARIABLE = "REPLICATE_API_TOKEN"
 MAX_SOURCE_PIXELS = 64_000_000
 MAX_OUTPUT_BYTES = 52_428_800
 OUTPUT_LONG_SIDE = 768
+GREY_SATURATION = 40  # mean HSV saturation (0-255) under which a photo counts as grey
 MIN_SOURCE_SIDE = 256  # an upscaled thumbnail would only pass for a training image
 ZOOMS = (1.0, 0.8, 0.88, 0.72, 0.94, 0.66)
 JPEG_QUALITY = 92
@@ -239,14 +240,26 @@ def _with_outline(painting: Image.Image, photo: Image.Image, threshold: int, wid
     return ImageChops.multiply(painting, outline)
 
 
+def _coloured(photo: Image.Image, rng: random.Random) -> Image.Image:
+    """A grey or nearly grey photo gets painted colours first: saturation alone cannot add any."""
+    saturation = ImageStat.Stat(photo.reduce(8).convert("HSV").getchannel("S")).mean[0]
+    if saturation >= GREY_SATURATION:
+        return photo
+    hues = rng.sample(range(0, 360, 30), 3)
+    dark, middle, light = (
+        _hsv_color(hue, value) for hue, value in zip(hues, (70, 170, 245), strict=True)
+    )
+    return ImageOps.colorize(photo.convert("L"), black=dark, mid=middle, white=light)
+
+
 def _cel(photo: Image.Image, rng: random.Random) -> Image.Image:
-    vivid = ImageEnhance.Color(photo).enhance(rng.uniform(1.6, 2.1))
+    vivid = ImageEnhance.Color(_coloured(photo, rng)).enhance(rng.uniform(1.6, 2.1))
     painting = _flat_colors(_shift_hue(vivid, rng.randint(-25, 25)), rng.randint(6, 9), 1.5)
     return _with_outline(painting, photo, rng.randint(16, 24), 3)
 
 
 def _poster(photo: Image.Image, rng: random.Random) -> Image.Image:
-    vivid = ImageEnhance.Color(ImageOps.autocontrast(photo, cutoff=2)).enhance(2.2)
+    vivid = ImageEnhance.Color(ImageOps.autocontrast(_coloured(photo, rng), cutoff=2)).enhance(2.2)
     posterized = ImageOps.posterize(vivid.filter(ImageFilter.GaussianBlur(2.5)), 2)
     painting = _shift_hue(_flat_colors(posterized, 12, 0.5), rng.choice((40, 140, 200, 300)))
     return _with_outline(painting, photo, 20, 1)
