@@ -126,6 +126,7 @@ def read_source(path: Path) -> Image.Image:
             with Image.open(path) as opened:
                 if opened.width * opened.height > MAX_SOURCE_PIXELS:
                     raise ActorError(f"source image {path.name} is too large to read")
+                opened.draft("RGB", (2 * OUTPUT_LONG_SIDE, 2 * OUTPUT_LONG_SIDE))  # JPEG: faster
                 return ImageOps.exif_transpose(opened).convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError, Warning) as error:
         raise ActorError(f"cannot read source image {path.name}: {error}") from None
