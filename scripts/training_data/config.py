@@ -57,7 +57,7 @@ class QualityConfig:
     """Thresholds of the local evaluator's defects."""
 
     min_side: int = 256
-    blur_threshold: float = 7.0
+    blur_threshold: float = 9.0
     dark_threshold: float = 40.0
     bright_threshold: float = 215.0
     low_information_threshold: float = 8.0
