@@ -530,6 +530,11 @@ def test_backend_that_forgets_an_image_fails_the_actor(tmp_path):
         )
 
 
+def test_backend_that_gives_no_category_fails_the_actor(tmp_path):
+    with pytest.raises(ActorError, match=r"gave a_1\.jpg no category"):
+        evaluate(tmp_path, {"a_1.jpg": photo(19)}, backend=OneStyleBackend(""))
+
+
 # --- decoding details --------------------------------------------------------------------------
 
 

@@ -276,11 +276,11 @@ class Fingerprint:
     colour_layout: bytes
 
     def matches(self, other: Fingerprint, max_distance: int) -> bool:
-        return (
-            self.gradient_bits ^ other.gradient_bits
-        ).bit_count() <= max_distance and self.colour_distance(
-            other
-        ) <= NEAR_DUPLICATE_COLOUR_DISTANCE
+        """Hash bits apart <= max_distance and colour layouts <= NEAR_DUPLICATE_COLOUR_DISTANCE."""
+        hash_distance = (self.gradient_bits ^ other.gradient_bits).bit_count()
+        if hash_distance > max_distance:
+            return False
+        return self.colour_distance(other) <= NEAR_DUPLICATE_COLOUR_DISTANCE
 
     def colour_distance(self, other: Fingerprint) -> float:
         """Mean absolute difference of the layouts, in 0-255 levels."""
@@ -393,8 +393,9 @@ def pixel_statistics(working: Image.Image) -> PixelStatistics:
 def quality_issues(
     stats: PixelStatistics, width: int, height: int, category: str, quality: QualityConfig
 ) -> list[str]:
-    """Defects by threshold. A drawing may be mostly paper-white (or ink-black) by design, so it
-    is too bright (dark) only when it also has no dark (light) tones at all; a photo's mean decides.
+    """Defects by threshold. A near-uniform image is low_information (and not also blurry). A
+    drawing may be mostly paper-white (or ink-black) by design, so it is too bright (dark) only
+    when it also has no dark (light) tones at all; for a photo the mean luminance decides.
     """
     photo = category == PHOTO_CATEGORY
     mean = stats.luminance_mean
@@ -738,6 +739,8 @@ def _evaluation(
 def _checked(judgement: Judgement | None, sample: ImageSample, backend_name: str) -> Judgement:
     if judgement is None:
         raise ActorError(f"evaluator '{backend_name}' gave no verdict for {sample.filename}")
+    if not isinstance(judgement.type, str) or not judgement.type:
+        raise ActorError(f"evaluator '{backend_name}' gave {sample.filename} no category")
     if type(judgement.quality_score) is not int or not 1 <= judgement.quality_score <= 10:
         raise ActorError(
             f"evaluator '{backend_name}' scored {sample.filename} "
