@@ -1,0 +1,361 @@
+"""The batch run over every actor: progress, banners, the bar, and stopping cleanly on signals.
+
+Each actor's step runs in a worker thread while the main thread waits on it and on the stop signal.
+So a Ctrl+C or SIGTERM is answered within a fraction of a second whatever the step is doing: the
+actor in flight is left unrecorded (it runs again on resume), progress is saved, the summary
+printed, and the process exits at once without waiting for network calls still under way.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+from training_data.config import Config, result_settings
+from training_data.dataset import Actor, find_actors
+from training_data.errors import ActorError, FatalRunError
+from training_data.pipeline import ActorOutcome, RunContext, process_actor
+from training_data.progress import (
+    ProgressTracker,
+    format_progress_summary,
+    format_resuming_block,
+)
+
+RULE = "=" * 70
+EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_FOR_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+WAIT_STEP = 0.1
+T = TypeVar("T")
+
+
+def say(line: str = "") -> None:
+    """Print a line without breaking the progress bar."""
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
+
+
+class _BarFriendlyHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def configure_logging() -> None:
+    handler = _BarFriendlyHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # each retry; the final error is ours
+
+
+class Stopped(Exception):
+    """Raised in the main thread when a stop signal arrives during a wait."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """First SIGINT/SIGTERM asks for a clean stop; a second one exits at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._event = threading.Event()
+
+    @contextmanager
+    def installed(self) -> Iterator[StopSignals]:
+        previous = {sig: signal.signal(sig, self._handle) for sig in EXIT_FOR_SIGNAL}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.received is not None:
+            os.write(2, b"\nStopped at once.\n")
+            os._exit(EXIT_FOR_SIGNAL[signal.Signals(signum)])
+        self.received = signum
+        self._event.set()
+
+    def run(self, work: Callable[[], T]) -> T:
+        """Run ``work`` in a worker thread; raise ``Stopped`` as soon as a signal arrives."""
+        box: dict[str, Any] = {}
+        finished = threading.Event()
+
+        def worker() -> None:
+            try:
+                box["value"] = work()
+            except BaseException as error:  # handed to the main thread below
+                box["error"] = error
+            finally:
+                finished.set()
+
+        if self.received is not None:
+            raise Stopped(self.received)
+        threading.Thread(target=worker, name="actor-step", daemon=True).start()
+        while not finished.wait(WAIT_STEP):
+            if self.received is not None:
+                raise Stopped(self.received)
+        if self.received is not None:
+            raise Stopped(self.received)
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+
+def exit_now(code: int) -> None:
+    """Leave without joining worker threads that may still wait on the network."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@dataclass
+class SessionTally:
+    """What this session did, for the FINAL SUMMARY."""
+
+    processed: int = 0
+    successful: int = 0
+    already_balanced: int = 0
+    failed: int = 0
+    skipped: int = 0
+    left_unbalanced: int = 0
+    removed: int = 0
+    generated: int = 0
+    unfulfilled: int = 0
+    cache_hits: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def count(self, outcome: ActorOutcome) -> None:
+        self.processed += 1
+        if outcome.skipped_reason:
+            self.skipped += 1
+            return
+        self.successful += 1
+        self.cache_hits += outcome.cache_hits
+        self.already_balanced += outcome.was_balanced
+        self.left_unbalanced += outcome.left_unbalanced
+        if outcome.execution is not None:
+            self.removed += len(outcome.execution.removed)
+            self.generated += len(outcome.execution.generated)
+            self.unfulfilled += sum(outcome.execution.unfulfilled.values())
+
+    def count_failure(self, name: str, error: str) -> None:
+        self.processed += 1
+        self.failed += 1
+        self.failures.append(f"{name}: {error}")
+
+
+def format_final_summary(tally: SessionTally, execute: bool, usage: dict[str, Any]) -> str:
+    lines = [
+        RULE,
+        "FINAL SUMMARY",
+        RULE,
+        f"Processed: {tally.processed} actors in this session",
+        f"  Successful: {tally.successful}",
+        f"  Already balanced: {tally.already_balanced}",
+        f"  Failed: {tally.failed}",
+    ]
+    if tally.skipped:
+        lines.append(f"  Skipped: {tally.skipped}")
+    if execute:
+        lines += [
+            f"  Images removed: {tally.removed}",
+            f"  Images generated: {tally.generated}",
+            f"  Images not generated (unfulfilled): {tally.unfulfilled}",
+            f"  Left unbalanced after execute: {tally.left_unbalanced}",
+        ]
+    if usage.get("backend") == "openai":
+        lines.append(
+            f"  Evaluator requests: {usage.get('requests', 0)}, cache hits: "
+            f"{tally.cache_hits}, tokens: {usage.get('total_tokens', 0)}"
+        )
+    lines += [f"  failed: {failure}" for failure in tally.failures]
+    return "\n".join(lines)
+
+
+def actor_banner(position: int, total: int, name: str) -> str:
+    """The guide's banner: the position counts over the whole dataset, not this session."""
+    return "\n".join(
+        [
+            RULE,
+            f"Processing actor {position}/{total}: {name}",
+            f"Overall progress: {100.0 * position / total:.1f}%",
+            RULE,
+        ]
+    )
+
+
+@dataclass
+class BatchRun:
+    """``--all``: every actor, with progress tracking."""
+
+    config: Config
+    data_dir: Path
+    output_dir: Path
+    execute: bool
+    resume: bool
+    retry_failed: bool
+    command: str
+
+    def run(self) -> int:
+        actors = find_actors(self.data_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        tracker = ProgressTracker(self.output_dir)
+        tracker.lock(self.command)
+        try:
+            return self._run_locked(actors, tracker)
+        finally:
+            tracker.unlock()
+
+    def _run_locked(self, actors: list[Actor], tracker: ProgressTracker) -> int:
+        previous = tracker.read() if self.resume else None
+        mode = "execute" if self.execute else "dry_run"
+        names = [actor.name for actor in actors]
+        pending = tracker.start(
+            names,
+            mode,
+            result_settings(self.config),
+            resume=self.resume,
+            retry_failed=self.retry_failed,
+        )
+        if previous is not None and len(pending) < len(names):
+            say(format_resuming_block(tracker.state, len(pending)))
+        if not pending:
+            tracker.close()
+            say(format_progress_summary(tracker.state))
+            say("Nothing left to do: every actor is already done. Use --no-resume to start over.")
+            return EXIT_OK
+        context = RunContext.create(self.config, self.output_dir, execute=self.execute)
+        return self._process(actors, pending, tracker, context)
+
+    def _process(
+        self,
+        actors: list[Actor],
+        pending: list[str],
+        tracker: ProgressTracker,
+        context: RunContext,
+    ) -> int:
+        by_name = {actor.name: (position, actor) for position, actor in enumerate(actors, 1)}
+        tally = SessionTally()
+        stop = StopSignals()
+        done_before = len(actors) - len(pending)
+        with (
+            stop.installed(),
+            tqdm(
+                total=len(actors),
+                initial=done_before,
+                unit="actor",
+                file=sys.stderr,
+                disable=not sys.stderr.isatty(),
+                dynamic_ncols=True,
+            ) as bar,
+        ):
+            for name in pending:
+                position, actor = by_name[name]
+                say(actor_banner(position, len(actors), name))
+                tracker.mark_started(name)
+                try:
+                    outcome = stop.run(lambda actor=actor: process_actor(actor, context))
+                except Stopped as stopped:
+                    return self._stopped(tracker, stopped.signum)
+                except FatalRunError as fatal:
+                    return self._fatal(tracker, name, str(fatal))
+                except ActorError as error:
+                    self._fail(tracker, tally, name, str(error))
+                except OSError as error:
+                    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                        return self._fatal(tracker, name, f"disk full: {error}")
+                    self._fail(tracker, tally, name, f"{type(error).__name__}: {error}")
+                else:
+                    self._record(tracker, tally, name, outcome)
+                if not self.data_dir.is_dir():
+                    return self._fatal(tracker, name, f"data folder {self.data_dir} disappeared")
+                bar.update(1)
+        tracker.close()
+        usage = context.backend.usage() | {"backend": context.backend.name}
+        say(format_final_summary(tally, self.execute, usage))
+        say()
+        say(format_progress_summary(tracker.state))
+        return EXIT_ACTOR_FAILED if tally.failed else EXIT_OK
+
+    @staticmethod
+    def _record(
+        tracker: ProgressTracker, tally: SessionTally, name: str, outcome: ActorOutcome
+    ) -> None:
+        for line in outcome.lines:
+            say(line)
+        if outcome.skipped_reason:
+            tracker.mark_skipped(name, outcome.skipped_reason)
+        else:
+            tracker.mark_completed(name)
+        tally.count(outcome)
+
+    @staticmethod
+    def _fail(tracker: ProgressTracker, tally: SessionTally, name: str, error: str) -> None:
+        say(f"  FAILED: {error}")
+        tracker.mark_failed(name, error)
+        tally.count_failure(name, error)
+
+    @staticmethod
+    def _stopped(tracker: ProgressTracker, signum: int) -> int:
+        tracker.close()
+        tracker.unlock()
+        cause = "Interrupted by user (Ctrl+C)" if signum == signal.SIGINT else "Stopped by SIGTERM"
+        say()
+        say(f"⚠️  {cause}")
+        say("Progress has been saved. Run again with --resume to continue.")
+        say()
+        say(format_progress_summary(tracker.state))
+        say()
+        say("✅ Gracefully stopped. Progress has been saved.")
+        exit_now(EXIT_FOR_SIGNAL[signal.Signals(signum)])
+        return EXIT_FOR_SIGNAL[signal.Signals(signum)]  # pragma: no cover
+
+    @staticmethod
+    def _fatal(tracker: ProgressTracker, name: str, error: str) -> int:
+        tracker.close()
+        say(format_progress_summary(tracker.state))
+        print(
+            f"error: run stopped: {error}. Actor {name} was left pending; "
+            "fix the cause and run the same command again.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+
+
+def run_single(config: Config, actor: Actor, output_dir: Path, *, execute: bool) -> int:
+    """``--actor-id``: one actor, no progress tracking."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    context = RunContext.create(config, output_dir, execute=execute)
+    say(RULE)
+    say(f"Processing actor: {actor.name} ({'execute' if execute else 'dry-run'})")
+    say(RULE)
+    stop = StopSignals()
+    with stop.installed():
+        try:
+            outcome = stop.run(lambda: process_actor(actor, context))
+        except Stopped as stopped:
+            say(f"\n⚠️  Stopped by {signal.Signals(stopped.signum).name}; {actor.name} unfinished.")
+            exit_now(EXIT_FOR_SIGNAL[signal.Signals(stopped.signum)])
+        except FatalRunError as fatal:
+            print(f"error: {fatal}", file=sys.stderr)
+            return EXIT_USAGE
+        except ActorError as error:
+            say(f"  FAILED: {error}")
+            return EXIT_ACTOR_FAILED
+    for line in outcome.lines:
+        say(line)
+    say(f"Results in {output_dir}")
+    return EXIT_OK

@@ -1,0 +1,134 @@
+"""Shared fixtures: small real datasets on disk and the CLI run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "training_data" / "evaluate_and_balance.py"
+DEFAULT_MIX = (("photorealistic", 13), ("bw_stylized", 4), ("color_stylized", 3))
+
+
+def draw_image(kind: str, seed: int, side: int = 320) -> Image.Image:
+    """A distinct, sharp, well-exposed image; its look roughly follows the style."""
+    rng = random.Random(seed)
+    if kind == "bw_stylized":
+        image = Image.new("RGB", (side, side), "white")
+        draw = ImageDraw.Draw(image)
+        for _ in range(40):
+            points = [(rng.randrange(side), rng.randrange(side)) for _ in range(2)]
+            draw.line(points, fill="black", width=rng.randint(1, 4))
+        return image
+    if kind == "color_stylized":
+        image = Image.new("RGB", (side, side), tuple(rng.randrange(256) for _ in range(3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(12):
+            x, y = rng.randrange(side), rng.randrange(side)
+            colour = tuple(rng.randrange(256) for _ in range(3))
+            draw.ellipse((x - 40, y - 40, x + 40, y + 40), fill=colour, outline="black", width=3)
+        return image
+    noise = Image.effect_noise((side, side), 40 + seed % 20).convert("RGB")
+    base = Image.linear_gradient("L").resize((side, side)).convert("RGB")
+    tint = Image.new("RGB", (side, side), (rng.randrange(90, 200), 120, rng.randrange(60, 160)))
+    image = Image.blend(Image.blend(base, tint, 0.5), noise, 0.25)
+    draw = ImageDraw.Draw(image)
+    x, y = rng.randrange(60, side - 60), rng.randrange(60, side - 60)
+    draw.ellipse((x - 50, y - 65, x + 50, y + 65), fill=(210, 170, 140))
+    return image.filter(ImageFilter.SMOOTH)
+
+
+def write_actor(
+    data_dir: Path,
+    name: str,
+    kinds: Sequence[str],
+    *,
+    urls: dict[str, str] | None = None,
+    seed: int = 0,
+) -> Path:
+    """An actor whose images carry their style as manifest ``type`` (so results are exact)."""
+    training = data_dir / "actors" / name / "training_data"
+    training.mkdir(parents=True, exist_ok=True)
+    images: dict[str, dict] = {}
+    for number, kind in enumerate(kinds, start=1):
+        filename = f"{name}_{number}.jpg"
+        draw_image(kind, seed * 1000 + number).save(training / filename, quality=90)
+        images[filename] = {"type": kind}
+    for filename, url in (urls or {}).items():
+        images[filename] = {"type": "photorealistic", "url": url}
+    manifest = {"actor_id": name, "images": images}
+    (training / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return training
+
+
+def mix_kinds(mix: Iterable[tuple[str, int]]) -> list[str]:
+    return [kind for kind, count in mix for _ in range(count)]
+
+
+@pytest.fixture
+def make_dataset(tmp_path):
+    """``make_dataset(n, mix=..., urls=...)`` -> data dir with actors 0000_actor..."""
+
+    def build(
+        count: int,
+        mix: Iterable[tuple[str, int]] = DEFAULT_MIX,
+        *,
+        urls_for: dict[int, dict[str, str]] | None = None,
+        start: int = 0,
+    ) -> Path:
+        data_dir = tmp_path / "data"
+        kinds = mix_kinds(mix)
+        for index in range(start, start + count):
+            urls = (urls_for or {}).get(index)
+            write_actor(data_dir, f"{index:04d}_actor", kinds, urls=urls, seed=index)
+        return data_dir
+
+    return build
+
+
+def cli_command(*args: str | os.PathLike) -> list[str]:
+    return [sys.executable, str(SCRIPT), *map(str, args)]
+
+
+def run_cli(
+    *args: str | os.PathLike, cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cli_command(*args),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(),
+    )
+
+
+def start_cli(*args: str | os.PathLike, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        cli_command(*args),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("OPENAI_API_KEY", None)
+    env.pop("REPLICATE_API_TOKEN", None)
+    return env
+
+
+def read_progress(output_dir: Path) -> dict:
+    return json.loads((output_dir / "progress.json").read_text())
