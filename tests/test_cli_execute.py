@@ -1,0 +1,152 @@
+"""--execute and --restore through the CLI: nothing lost, even when killed at random (SPEC §7)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from pathlib import Path
+
+from conftest import read_progress, run_cli, start_cli
+
+OVER = (("photorealistic", 16), ("bw_stylized", 6), ("color_stylized", 3))
+UNDER_STYLIZED = (("photorealistic", 13), ("bw_stylized", 2), ("color_stylized", 1))
+UNDER_PHOTOS = (("photorealistic", 10), ("bw_stylized", 4), ("color_stylized", 3))
+
+
+def file_hashes(actor_dir: Path) -> dict[str, str]:
+    """sha256 -> relative path of every file under the actor (manifests and journals aside)."""
+    hashes = {}
+    for path in sorted(actor_dir.rglob("*")):
+        if path.is_file() and path.suffix != ".json":
+            hashes[hashlib.sha256(path.read_bytes()).hexdigest()] = str(path.relative_to(actor_dir))
+    return hashes
+
+
+def add_captions(training_dir: Path, every: int = 3) -> None:
+    for index, image in enumerate(sorted(training_dir.glob("*.jpg"))):
+        if index % every == 0:
+            image.with_suffix(".txt").write_text(f"caption of {image.name}")
+
+
+def build(make_dataset, tmp_path: Path) -> Path:
+    make_dataset(1, OVER, start=0)
+    make_dataset(1, UNDER_STYLIZED, start=1)
+    data_dir = make_dataset(1, UNDER_PHOTOS, start=2)
+    for training in (data_dir / "actors").glob("*/training_data"):
+        add_captions(training)
+    return data_dir
+
+
+def check_nothing_lost(data_dir: Path, before: dict[str, dict[str, str]]) -> None:
+    for name, hashes in before.items():
+        actor_dir = data_dir / "actors" / name
+        after = file_hashes(actor_dir)
+        missing = set(hashes) - set(after)
+        assert not missing, f"{name} lost {[hashes[h] for h in missing]}"
+        for relative in after.values():
+            path = actor_dir / relative
+            if path.suffix == ".txt":
+                assert any(path.with_suffix(s).exists() for s in (".jpg", ".png")), path
+        manifest = json.loads((actor_dir / "training_data" / "manifest.json").read_text())
+        for filename in manifest["images"]:
+            assert (actor_dir / "training_data" / filename).is_file(), filename
+            assert not list((actor_dir / "removed_training_data").glob(f"*/{filename}"))
+
+
+def test_execute_killed_at_random_then_resumed_converges(make_dataset, tmp_path):
+    data_dir = build(make_dataset, tmp_path)
+    names = sorted(p.name for p in (data_dir / "actors").iterdir())
+    before = {name: file_hashes(data_dir / "actors" / name) for name in names}
+    out = tmp_path / "out"
+    args = ("--all", "--execute", "--data-dir", data_dir, "--output-dir", out)
+    rng = random.Random(3)
+    for _ in range(6):
+        process = start_cli(*args, cwd=tmp_path)
+        time.sleep(rng.uniform(0.5, 3.0))
+        process.kill()
+        process.communicate(timeout=10)
+        check_nothing_lost(data_dir, before)
+    final = run_cli(*args, cwd=tmp_path)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert read_progress(out)["completed_count"] == 3
+    check_nothing_lost(data_dir, before)
+
+    over = json.loads((out / "0000_actor_evaluation.json").read_text())
+    if "execution" in over:  # not yet applied when a kill came after its own completion
+        assert over["execution"]["after"]["is_balanced"] is True
+    counts = actor_counts(data_dir / "actors" / "0000_actor")
+    assert counts == {"photorealistic": 13, "bw_stylized": 4, "color_stylized": 3}
+    counts = actor_counts(data_dir / "actors" / "0001_actor")
+    assert counts == {"photorealistic": 13, "bw_stylized": 4, "color_stylized": 3}
+    # The local generator cannot make photos: that deficit stays, and is said.
+    assert actor_counts(data_dir / "actors" / "0002_actor")["photorealistic"] == 10
+
+
+def actor_counts(actor_dir: Path) -> dict[str, int]:
+    manifest = json.loads((actor_dir / "training_data" / "manifest.json").read_text())
+    counts: dict[str, int] = {}
+    for entry in manifest["images"].values():
+        counts[entry["type"]] = counts.get(entry["type"], 0) + 1
+    return counts
+
+
+def test_execute_reports_then_restore_puts_everything_back(make_dataset, tmp_path):
+    data_dir = build(make_dataset, tmp_path)
+    actor_dir = data_dir / "actors" / "0000_actor"
+    training = actor_dir / "training_data"
+    original_files = {p.name: p.read_bytes() for p in training.iterdir()}
+    original_manifest = json.loads((training / "manifest.json").read_text())
+    out = tmp_path / "out"
+    result = run_cli(
+        "--all", "--execute", "--data-dir", data_dir, "--output-dir", out, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Images removed: 5" in result.stdout
+    assert "Images generated: 4" in result.stdout  # 0001: 2 bw + 2 colour
+    assert "Images not generated (unfulfilled): 3" in result.stdout  # 0002: 3 photos
+    assert "Left unbalanced after execute: 1" in result.stdout
+    assert "STILL UNBALANCED" in result.stdout
+    document = json.loads((out / "0002_actor_evaluation.json").read_text())
+    assert document["execution"]["unfulfilled"] == {"photorealistic": 3}
+    assert document["execution"]["after"]["is_balanced"] is False
+
+    assert len(list(training.glob("*.jpg"))) == 20
+    removed = list((actor_dir / "removed_training_data").glob("*/*.jpg"))
+    assert len(removed) == 5
+    restored = run_cli(
+        "--restore", "0000", "--data-dir", data_dir, "--output-dir", out, cwd=tmp_path
+    )
+    assert restored.returncode == 0, restored.stderr
+    assert "restored 5 image(s)" in restored.stdout
+    assert {p.name: p.read_bytes() for p in training.iterdir() if p.name != "manifest.json"} == {
+        name: data for name, data in original_files.items() if name != "manifest.json"
+    }
+    manifest = json.loads((training / "manifest.json").read_text())
+    assert manifest["images"] == original_manifest["images"]
+    again = run_cli("--restore", "0000", "--data-dir", data_dir, "--output-dir", out, cwd=tmp_path)
+    assert again.returncode == 0
+    assert "nothing to restore" in again.stdout
+
+
+def test_hostile_manifest_path_fails_only_that_actor(make_dataset, tmp_path):
+    data_dir = make_dataset(2)
+    manifest_path = data_dir / "actors" / "0001_actor" / "training_data" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["images"]["../../escape.jpg"] = {
+        "type": "photorealistic",
+        "url": "http://127.0.0.1:9/x",
+    }
+    manifest_path.write_text(json.dumps(manifest))
+    before = file_hashes(data_dir / "actors" / "0001_actor")
+    out = tmp_path / "out"
+    result = run_cli(
+        "--all", "--execute", "--data-dir", data_dir, "--output-dir", out, cwd=tmp_path
+    )
+    assert result.returncode == 1
+    progress = read_progress(out)
+    assert progress["completed_actors"] == ["0000_actor"]
+    assert "escape.jpg" in progress["failed_actors"][0]["error"]
+    assert file_hashes(data_dir / "actors" / "0001_actor") == before
+    assert not (data_dir / "escape.jpg").exists()
