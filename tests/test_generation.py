@@ -20,6 +20,7 @@ from werkzeug import Request, Response
 from training_data.config import GeneratorConfig, ReplicateConfig
 from training_data.dataset import Actor
 from training_data.errors import ActorError, FatalRunError
+from training_data.evaluation import decode_working_image
 from training_data.generation import (
     GenerationRequest,
     LocalGenerator,
@@ -143,6 +144,20 @@ def test_local_colour_images_from_a_grey_photo_have_colour(actor: Actor):
             io.BytesIO(LocalGenerator().generate(request_for(actor, grey, COLOR, variant)))
         )
         assert chroma(painting) > 5 and saturation(painting) > 60, variant
+
+
+def test_local_outputs_are_classified_as_their_category(actor: Actor, photo: Path):
+    """The local evaluator (style.py) sees each generated image as the category it was made for."""
+    style = pytest.importorskip("training_data.style")
+    grey = actor.training_dir / "grey.jpg"
+    synthetic_photo(5, (480, 600)).convert("L").save(grey)
+    for source in (photo, grey):
+        assert style.classify_style(decode_working_image(source.read_bytes())[0])[0] == PHOTO
+        for category in (BW, COLOR):
+            for variant in range(6):
+                data = LocalGenerator().generate(request_for(actor, source, category, variant))
+                working = decode_working_image(data)[0]
+                assert style.classify_style(working)[0] == category, (source.name, variant)
 
 
 def test_local_cannot_make_photorealistic_images(actor: Actor, photo: Path):
