@@ -1,0 +1,131 @@
+"""The local style classifier on real labelled photographs and illustrations (tests/data/styles)."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageFilter, ImageOps
+
+from training_data.evaluation import decode_working_image
+from training_data.style import STYLES, classify_style
+
+DATA = Path(__file__).resolve().parent / "data" / "styles"
+LABELLED = sorted((path.parent.name, path) for path in DATA.glob("*/*.jpg"))
+
+# Just under what scripts/measure_accuracy.py reports for the shipped model, so that a change
+# that makes the classifier worse on real images fails here.
+MIN_ACCURACY = {"photorealistic": 0.89, "bw_stylized": 0.89, "color_stylized": 0.66}
+
+
+def working_image(data: bytes) -> Image.Image:
+    """What the evaluation pipeline hands the classifier: the draft-decoded 256 px image."""
+    return decode_working_image(data)[0]
+
+
+def jpeg(image: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def verdicts() -> dict[Path, tuple[str, dict[str, float]]]:
+    return {path: classify_style(working_image(path.read_bytes())) for _, path in LABELLED}
+
+
+def test_the_labelled_set_is_real_and_balanced() -> None:
+    counts = Counter(style for style, _ in LABELLED)
+    assert set(counts) == set(STYLES)
+    assert min(counts.values()) >= 40
+    listed = {line.split(" | ")[0][2:] for line in (DATA / "SOURCES.md").read_text().splitlines()}
+    assert {f"{style}/{path.name}" for style, path in LABELLED} <= listed
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_accuracy_per_category_on_real_images(style: str, verdicts: dict) -> None:
+    paths = [path for label, path in LABELLED if label == style]
+    wrong = [path.name for path in paths if verdicts[path][0] != style]
+    accuracy = 1 - len(wrong) / len(paths)
+    assert accuracy >= MIN_ACCURACY[style], f"{accuracy:.1%} on {style}; wrong: {wrong}"
+
+
+def test_a_photo_made_grey_scores_as_its_colour_original(verdicts: dict) -> None:
+    photos = [p for label, p in LABELLED if label == "photorealistic" and verdicts[p][1]["chroma"]]
+    assert len(photos) >= 50
+    for path in photos:
+        colour = working_image(path.read_bytes())
+        style, grey_measurements = classify_style(colour.convert("L").convert("RGB"))
+        probability = verdicts[path][1]["photo_probability"]
+        assert abs(grey_measurements["photo_probability"] - probability) < 0.01, path.name
+        assert (style == "photorealistic") == (probability >= 0.5), path.name
+
+
+def test_grey_and_sepia_photo_files_are_photorealistic(verdicts: dict) -> None:
+    confident = [
+        p
+        for label, p in LABELLED
+        if label == "photorealistic" and verdicts[p][1]["photo_probability"] >= 0.65
+    ]
+    assert len(confident) >= 50
+    for path in confident:
+        grey = Image.open(path).convert("L")
+        sepia = ImageOps.colorize(grey, black="#2b1d0e", white="#fff3df", mid="#a4845c")
+        for toned in (grey, sepia):
+            assert classify_style(working_image(jpeg(toned, 90)))[0] == "photorealistic", path.name
+
+
+def test_a_grey_illustration_stays_black_and_white_when_toned() -> None:
+    for _, path in [(s, p) for s, p in LABELLED if s == "bw_stylized"][::3]:
+        verdict = classify_style(working_image(path.read_bytes()))
+        if verdict[0] != "bw_stylized":
+            continue
+        grey = Image.open(path).convert("L")
+        sepia = ImageOps.colorize(grey, black="#2b1d0e", white="#fff3df", mid="#a4845c")
+        assert classify_style(working_image(jpeg(sepia, 90)))[0] == "bw_stylized", path.name
+
+
+def test_the_same_image_always_gets_the_same_verdict(verdicts: dict) -> None:
+    for _, path in LABELLED[::10]:
+        again = classify_style(working_image(path.read_bytes()))
+        assert again == verdicts[path]
+        style, measurements = again
+        assert style in STYLES
+        assert all(isinstance(v, float) and round(v, 4) == v for v in measurements.values())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda im: jpeg(im, 70), id="recompressed-q70"),
+        pytest.param(lambda im: jpeg(im.resize((im.width * 2, im.height * 2)), 90), id="2x-larger"),
+        pytest.param(lambda im: jpeg(im.filter(ImageFilter.GaussianBlur(0.6)), 90), id="mild-blur"),
+    ],
+)
+def test_recompression_resizing_and_mild_blur_keep_confident_labels(change, verdicts) -> None:
+    checked = 0
+    for _, path in LABELLED[::3]:
+        style, measurements = verdicts[path]
+        if abs(measurements["photo_probability"] - 0.5) < 0.15:
+            continue  # a borderline image may go either way
+        changed = classify_style(working_image(change(Image.open(path).convert("RGB"))))[0]
+        assert changed == style, path.name
+        checked += 1
+    assert checked >= 50
+
+
+def test_other_modes_and_tiny_images_are_classified_without_error() -> None:
+    path = LABELLED[0][1]
+    rgb = Image.open(path).convert("RGB")
+    assert classify_style(rgb.convert("RGBA")) == classify_style(rgb)
+    assert classify_style(rgb.convert("L"))[0] == classify_style(rgb.convert("L").convert("RGB"))[0]
+    for size in ((1, 1), (3, 2), (2, 300)):
+        style, _ = classify_style(Image.new("RGB", size, (200, 30, 40)))
+        assert style in STYLES
+
+
+def test_a_blank_page_is_not_a_photograph() -> None:
+    assert classify_style(Image.new("RGB", (256, 180), "white"))[0] == "bw_stylized"
+    assert classify_style(Image.new("RGB", (256, 180), (20, 120, 220)))[0] != "photorealistic"
