@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageChops, ImageFilter, ImageOps
 
 from training_data.evaluation import decode_working_image
 from training_data.style import STYLES, classify_style
@@ -17,7 +17,7 @@ LABELLED = sorted((path.parent.name, path) for path in DATA.glob("*/*.jpg"))
 
 # Just under what scripts/measure_accuracy.py reports for the shipped model, so that a change
 # that makes the classifier worse on real images fails here.
-MIN_ACCURACY = {"photorealistic": 0.89, "bw_stylized": 0.89, "color_stylized": 0.66}
+MIN_ACCURACY = {"photorealistic": 0.87, "bw_stylized": 0.9, "color_stylized": 0.66}
 
 
 def working_image(data: bytes) -> Image.Image:
@@ -114,6 +114,16 @@ def test_recompression_resizing_and_mild_blur_keep_confident_labels(change, verd
         assert changed == style, path.name
         checked += 1
     assert checked >= 50
+
+
+def test_a_drawing_with_scanner_or_camera_grain_stays_black_and_white(verdicts: dict) -> None:
+    drawings = [p for label, p in LABELLED if label == "bw_stylized" and verdicts[p][0] == label]
+    assert len(drawings) >= 40
+    for path in drawings[::2]:
+        drawing = Image.open(path).convert("RGB")
+        grain = Image.merge("RGB", [Image.effect_noise(drawing.size, 5) for _ in range(3)])
+        grainy = ImageChops.add(drawing, grain, scale=1, offset=-128)
+        assert classify_style(working_image(jpeg(grainy, 85)))[0] == "bw_stylized", path.name
 
 
 def test_other_modes_and_tiny_images_are_classified_without_error() -> None:

@@ -29,22 +29,22 @@ MONOCHROME_MAX_CHROMA = 2.4
 LUMA_BANDS = 8
 
 # Logistic model: P(photo) = 1 / (1 + exp(-(INTERCEPT + sum(weight * measurement)))).
-PHOTO_INTERCEPT = 2.5914
+PHOTO_INTERCEPT = 2.7596
 PHOTO_WEIGHTS: dict[str, float] = {
-    "flat_share": -4.2466,
-    "smooth_grain": -0.4279,
-    "luma_peak": -4.3299,
-    "stroke_share": -3.3587,
-    "tonal_range": 0.0639,
+    "flat_share": -0.9574,
+    "luma_peak": -6.5927,
+    "stroke_share": -3.8009,
 }
 
-_LAPLACIAN = ImageFilter.Kernel((3, 3), (1, -2, 1, -2, 4, -2, 1, -2, 1), scale=1, offset=128)
+FLAT_STEP = 2  # luminance steps this small between neighbours count as flat (tolerates grain)
+PEAK_BIN = 4  # luminance levels per histogram bin when looking for paper and ink peaks
+STROKE_LAPLACIAN = 64  # |second derivative| of a crisp 1-2 px line against its background
+MIN_SIDE = 4  # smaller images are enlarged: a pixel needs neighbours to compare with
 CHROMA_WINDOW = 256 // LUMA_BANDS
 _BAND_OFFSETS = [v * LUMA_BANDS // 256 * CHROMA_WINDOW for v in range(256)]
+_LAPLACIAN = ImageFilter.Kernel((3, 3), (1, -2, 1, -2, 4, -2, 1, -2, 1), scale=1, offset=128)
 _LEVELS = tuple(range(256))
 _SQUARES = tuple(v * v for v in range(256))
-STROKE_LAPLACIAN = 64
-MIN_SIDE = 4  # |second derivative| of a crisp 1-2 px dark line on light paper
 
 
 def classify_style(working: Image.Image) -> tuple[str, dict[str, float]]:
@@ -67,22 +67,25 @@ def photo_likelihood(measurements: dict[str, float]) -> float:
 
 
 def measure(working: Image.Image) -> dict[str, float]:
-    """Every measurement the classifier reads, rounded so that they print and compare stably."""
+    """Every measurement the classifier reads, rounded so that they print and compare stably.
+
+    flat_share: pixels within FLAT_STEP of their right and lower neighbours (flat fills, paper).
+    luma_peak: pixels in the two most populated PEAK_BIN-level luminance bins (paper and ink).
+    stroke_share: pixels with a strong second derivative (crisp thin lines and hatching).
+    chroma: colour left once luminance explains the tint (0 for grey and toned monochrome).
+    """
     rgb = working if working.mode == "RGB" else working.convert("RGB")
-    if min(rgb.size) < MIN_SIDE:  # a few pixels have no neighbours to compare: enlarge them
+    if min(rgb.size) < MIN_SIDE:
         rgb = rgb.resize((max(MIN_SIDE, rgb.width), max(MIN_SIDE, rgb.height)), Image.NEAREST)
     luma = rgb.convert("L")  # the exact grey a photo made grey has, so both score the same
     gradient = _gradient(luma).histogram()
-    pixels = sum(gradient)
-    smooth = sum(gradient[:4])
     levels = luma.histogram()
+    bins = sorted((sum(levels[i : i + PEAK_BIN]) for i in range(0, 256, PEAK_BIN)), reverse=True)
     laplacian = luma.filter(_LAPLACIAN).histogram()
     values = {
-        "flat_share": gradient[0] / pixels,
-        "smooth_grain": sum(gradient[1:4]) / smooth if smooth else 0.0,
-        "luma_peak": sum(sorted(levels, reverse=True)[:4]) / sum(levels),
+        "flat_share": sum(gradient[: FLAT_STEP + 1]) / sum(gradient),
+        "luma_peak": (bins[0] + bins[1]) / sum(levels),
         "stroke_share": _tail_share(laplacian, STROKE_LAPLACIAN),
-        "tonal_range": _tonal_range(levels),
         "chroma": _chroma_beyond_tint(rgb.convert("YCbCr")),
     }
     return {name: round(value, 4) for name, value in values.items()}
@@ -102,22 +105,6 @@ def _tail_share(signed_histogram: list[int], threshold: int) -> float:
     total = sum(signed_histogram)
     tail = sum(signed_histogram[: 128 - threshold + 1]) + sum(signed_histogram[128 + threshold :])
     return tail / total
-
-
-def _tonal_range(levels: list[int]) -> float:
-    """Spread between the 1st and 99th luminance percentiles, 0-1."""
-    total = sum(levels)
-    low_count, high_count = 0.01 * total, 0.99 * total
-    seen = 0
-    low = high = None
-    for level, count in enumerate(levels):
-        seen += count
-        if low is None and seen >= low_count:
-            low = level
-        if seen >= high_count:
-            high = level
-            break
-    return ((high or 0) - (low or 0)) / 255
 
 
 def _chroma_beyond_tint(ycc: Image.Image) -> float:
