@@ -1,0 +1,110 @@
+"""The TOML config of SPEC §8: defaults, validation naming the key, the results fingerprint."""
+
+from __future__ import annotations
+
+import pytest
+
+from training_data.config import (
+    DEFAULT_MIX,
+    Config,
+    ConfigError,
+    load_config,
+    parse_config,
+    result_settings,
+)
+
+
+def test_no_config_gives_the_products_defaults():
+    config = load_config(None)
+    assert config == Config()
+    assert config.categories == ("photorealistic", "bw_stylized", "color_stylized")
+    assert config.target.total == 20 and config.target.tolerance == 0.10
+    assert config.target.mix == DEFAULT_MIX
+    assert config.evaluator.backend == "local" and config.generator.backend == "local"
+    assert config.download.max_bytes == 52_428_800
+
+
+def test_a_full_file_is_read(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(
+        """
+[target]
+total = 10
+tolerance = 0
+[target.mix]
+portrait = 0.5
+anime = 0.5
+[evaluator]
+backend = "openai"
+[evaluator.openai]
+base_url = "http://127.0.0.1:8000/v1"
+mode = "composite"
+concurrency = 2
+[generator]
+backend = "none"
+[prompts]
+anime = ["an anime drawing of {descriptor}"]
+[download]
+timeout = 5
+retries = 0
+"""
+    )
+    config = load_config(path)
+    assert config.categories == ("portrait", "anime")
+    assert config.target.tolerance == 0.0
+    assert config.evaluator.openai.mode == "composite"
+    assert config.evaluator.openai.model == "gpt-4.1-mini"
+    assert config.download.retries == 0 and config.download.timeout == 5.0
+    assert config.prompts_for("anime") == ["an anime drawing of {descriptor}"]
+    assert config.prompts_for("portrait") == ["a portrait image of {descriptor}"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ({"target": {"totl": 20}}, "target.totl"),
+        ({"colour": {}}, "colour"),
+        ({"target": {"total": "20"}}, "target.total"),
+        ({"target": {"total": 0}}, "target.total"),
+        ({"target": {"total": True}}, "target.total"),
+        ({"target": {"tolerance": 1.5}}, "target.tolerance"),
+        ({"target": {"mix": {"a": 0.5, "b": 0.4}}}, "target.mix"),
+        ({"target": {"mix": {"a": 1.5}}}, "target.mix.a"),
+        ({"target": {"mix": {"a/b": 1.0}}}, "target.mix"),
+        ({"evaluator": {"backend": "gpt"}}, "evaluator.backend"),
+        ({"evaluator": {"openai": {"mode": "batch"}}}, "evaluator.openai.mode"),
+        ({"evaluator": {"openai": {"api_key": "sk-x"}}}, "evaluator.openai.api_key"),
+        ({"evaluator": {"openai": {"timeout": -1}}}, "evaluator.openai.timeout"),
+        ({"generator": {"backend": "dalle"}}, "generator.backend"),
+        ({"generator": "local"}, "generator"),
+        ({"prompts": {"bw_stylized": "one string"}}, "prompts.bw_stylized"),
+        ({"prompts": {"bw_stylized": ["{name}"]}}, "prompts.bw_stylized"),
+        ({"download": {"max_bytes": 1.5}}, "download.max_bytes"),
+        ({"quality": {"min_side": -3}}, "quality.min_side"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(raw, named):
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw)
+    assert named in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_unreadable_files_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[target\ntotal = 20")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(broken)
+
+
+def test_result_settings_change_with_results_not_with_timeouts():
+    base = result_settings(Config())
+    slower = parse_config({"evaluator": {"openai": {"timeout": 5}}, "download": {"retries": 9}})
+    assert result_settings(slower) == base
+    other_target = parse_config({"target": {"total": 10}})
+    assert result_settings(other_target)["targets"] != base["targets"]
+    other_model = parse_config({"evaluator": {"backend": "openai", "openai": {"model": "m2"}}})
+    assert result_settings(other_model)["evaluator"]["model"] == "m2"
+    assert "api_key" not in str(result_settings(other_model))
