@@ -4,14 +4,17 @@ Two questions, answered in turn on the ~256 px working image:
 
 1. Is it monochrome? Colour that luminance explains (grey, sepia, cyanotype, any toned print) is
    not colour: the chroma left once each luminance band's mean tint is removed decides.
-2. Is it a photograph? A small logistic model over luminance-only texture measurements: flat
-   fills, the grain that sensors and real surfaces leave in smooth areas, a luminance histogram
-   piled on a few levels (paper and ink), crisp strokes, tonal range. Luminance only, so a photo
-   made grey scores exactly as its colour original does.
+2. Is it a photograph? A three-feature logistic model on luminance: how much of the image is
+   flat (fills, blank paper), how much sits in its two most populated grey-level bins
+   (paper and ink), and how much is crisp thin strokes (outlines, hatching, screentone). A
+   photograph has grain everywhere, spreads its luminance over many levels and has few such
+   strokes. Luminance only, so a photo made grey scores exactly as its colour original does.
 
 A photograph is `photorealistic` whatever its colour; anything else is `bw_stylized` when
 monochrome and `color_stylized` otherwise. The coefficients were fitted on the labelled real
-images in tests/data/styles (see scripts/measure_accuracy.py --fit).
+images in tests/data/styles (see scripts/measure_accuracy.py --fit). Known weakness: painted
+colour or grey illustrations (oil, gouache, painterly digital art) spread their luminance and
+have soft strokes like photographs, and are mostly taken for photographs.
 """
 
 from __future__ import annotations
@@ -24,22 +27,24 @@ from PIL import Image, ImageChops, ImageFilter
 STYLES = ("photorealistic", "bw_stylized", "color_stylized")
 
 # Chroma (in YCbCr units, RMS over Cb and Cr) left after removing each luminance band's mean
-# tint; grey and toned monochrome images stay well under it, colour images well over it.
-MONOCHROME_MAX_CHROMA = 2.4
+# tint. Grey and toned monochrome images stay under it (a strongly toned, high-contrast drawing
+# saved as 4:2:0 JPEG reaches ~3: its half-resolution chroma bleeds across the ink lines);
+# colour images are over it, but for near-single-hue paintings (2.6-2.8).
+MONOCHROME_MAX_CHROMA = 2.7
 LUMA_BANDS = 8
 
 # Logistic model: P(photo) = 1 / (1 + exp(-(INTERCEPT + sum(weight * measurement)))).
-PHOTO_INTERCEPT = 2.7596
+PHOTO_INTERCEPT = 3.3052
 PHOTO_WEIGHTS: dict[str, float] = {
-    "flat_share": -0.9574,
-    "luma_peak": -6.5927,
-    "stroke_share": -3.8009,
+    "flat_share": -2.0468,
+    "luma_peak": -5.4457,
+    "stroke_share": -4.0087,
 }
 
-FLAT_STEP = 2  # luminance steps this small between neighbours count as flat (tolerates grain)
+FLAT_STEP = 1  # luminance difference between neighbours that still counts as flat
 PEAK_BIN = 4  # luminance levels per histogram bin when looking for paper and ink peaks
-STROKE_LAPLACIAN = 64  # |second derivative| of a crisp 1-2 px line against its background
-MIN_SIDE = 4  # smaller images are enlarged: a pixel needs neighbours to compare with
+STROKE_LAPLACIAN = 24  # |second derivative| (at half size) of a line against its background
+MIN_SIDE = 4  # smaller images are enlarged: the stroke filter needs a 3x3 neighbourhood
 CHROMA_WINDOW = 256 // LUMA_BANDS
 _BAND_OFFSETS = [v * LUMA_BANDS // 256 * CHROMA_WINDOW for v in range(256)]
 _LAPLACIAN = ImageFilter.Kernel((3, 3), (1, -2, 1, -2, 4, -2, 1, -2, 1), scale=1, offset=128)
@@ -69,21 +74,24 @@ def photo_likelihood(measurements: dict[str, float]) -> float:
 def measure(working: Image.Image) -> dict[str, float]:
     """Every measurement the classifier reads, rounded so that they print and compare stably.
 
-    flat_share: pixels within FLAT_STEP of their right and lower neighbours (flat fills, paper).
+    flat_share: pixels of the half-size image within FLAT_STEP of their right and lower
+        neighbours (flat fills, blank paper); half size and a level of slack absorb grain.
     luma_peak: pixels in the two most populated PEAK_BIN-level luminance bins (paper and ink).
-    stroke_share: pixels with a strong second derivative (crisp thin lines and hatching).
+    stroke_share: pixels of the half-size image with a strong second derivative (thin lines,
+        hatching); half size, so that mild blur or sharpening changes it little.
     chroma: colour left once luminance explains the tint (0 for grey and toned monochrome).
     """
     rgb = working if working.mode == "RGB" else working.convert("RGB")
     if min(rgb.size) < MIN_SIDE:
         rgb = rgb.resize((max(MIN_SIDE, rgb.width), max(MIN_SIDE, rgb.height)), Image.NEAREST)
     luma = rgb.convert("L")  # the exact grey a photo made grey has, so both score the same
-    gradient = _gradient(luma).histogram()
     levels = luma.histogram()
     bins = sorted((sum(levels[i : i + PEAK_BIN]) for i in range(0, 256, PEAK_BIN)), reverse=True)
-    laplacian = luma.filter(_LAPLACIAN).histogram()
+    half = luma.reduce(2) if min(luma.size) >= 2 * MIN_SIDE else luma
+    steps = _steps(half).histogram()
+    laplacian = half.filter(_LAPLACIAN).histogram()
     values = {
-        "flat_share": sum(gradient[: FLAT_STEP + 1]) / sum(gradient),
+        "flat_share": sum(steps[: FLAT_STEP + 1]) / sum(steps),
         "luma_peak": (bins[0] + bins[1]) / sum(levels),
         "stroke_share": _tail_share(laplacian, STROKE_LAPLACIAN),
         "chroma": _chroma_beyond_tint(rgb.convert("YCbCr")),
@@ -91,8 +99,8 @@ def measure(working: Image.Image) -> dict[str, float]:
     return {name: round(value, 4) for name, value in values.items()}
 
 
-def _gradient(channel: Image.Image) -> Image.Image:
-    """max(|dx|, |dy|) between neighbouring pixels (one row and column shorter)."""
+def _steps(channel: Image.Image) -> Image.Image:
+    """max(|dx|, |dy|) between neighbouring pixels (one row and one column smaller)."""
     width, height = channel.size
     base = channel.crop((0, 0, width - 1, height - 1))
     dx = ImageChops.difference(channel.crop((1, 0, width, height - 1)), base)
@@ -114,7 +122,7 @@ def _chroma_beyond_tint(ycc: Image.Image) -> float:
     histogram per channel holds the joint (luminance band, chroma) counts; a colour image spreads
     over that window whatever its tint, a toned monochrome one stays on a level or two per band.
     """
-    small = ycc.reduce(2) if min(ycc.size) >= 32 else ycc
+    small = ycc.reduce(2) if min(ycc.size) >= 2 * MIN_SIDE else ycc
     luma, *chroma = small.split()
     band = luma.point(_BAND_OFFSETS)
     residual = 0.0
