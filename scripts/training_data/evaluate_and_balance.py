@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -116,7 +118,10 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     runner.configure_logging()
     if action == "actor_id":
         actor = select_actor(find_actors(data_dir), args.actor_id)
-        return runner.run_single(config, actor, output_dir, execute=args.execute)
+        if not args.execute:
+            return runner.run_single(config, actor, output_dir, execute=False)
+        with locked(output_dir, argv):  # an execute never races another over the same data
+            return runner.run_single(config, actor, output_dir, execute=True)
     batch = runner.BatchRun(
         config=config,
         data_dir=data_dir,
@@ -129,6 +134,18 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     return batch.run()
 
 
+@contextmanager
+def locked(output_dir: Path, argv: list[str]) -> Iterator[None]:
+    """Hold the output folder's run lock (exit 2 naming the holder when another run has it)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tracker = ProgressTracker(output_dir)
+    tracker.lock(shlex.join([PROG, *argv]))
+    try:
+        yield
+    finally:
+        tracker.unlock()
+
+
 def show_progress(output_dir: Path) -> int:
     state = ProgressTracker(output_dir).read()
     if state is None:
@@ -139,10 +156,10 @@ def show_progress(output_dir: Path) -> int:
 
 
 def reset_progress(output_dir: Path, argv: list[str]) -> int:
-    tracker = ProgressTracker(output_dir)
     if not output_dir.is_dir():
         print(f"No progress to reset in {output_dir}.")
         return 0
+    tracker = ProgressTracker(output_dir)
     tracker.lock(shlex.join([PROG, *argv]))
     try:
         kept = tracker.reset()
@@ -174,15 +191,11 @@ def restore(data_dir: Path, output_dir: Path, actor_id: str, argv: list[str]) ->
     from training_data.execute import restore_last_run
 
     actor = select_actor(find_actors(data_dir), actor_id)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tracker = ProgressTracker(output_dir)
-    tracker.lock(shlex.join([PROG, *argv]))
-    try:
-        result = restore_last_run(actor)
-    except ActorError as error:
-        raise UsageError(f"cannot restore {actor.name}: {error}") from None
-    finally:
-        tracker.unlock()
+    with locked(output_dir, argv):
+        try:
+            result = restore_last_run(actor)
+        except ActorError as error:
+            raise UsageError(f"cannot restore {actor.name}: {error}") from None
     for message in result.messages:
         print(f"{actor.name}: {message}")
     return 0
