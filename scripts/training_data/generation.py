@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
-from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFilter, ImageOps, ImageStat
+from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 from urllib3.exceptions import ConnectTimeoutError
 
 from training_data.config import GeneratorConfig, ReplicateConfig
@@ -40,10 +40,11 @@ TOKEN_VARIABLE = "REPLICATE_API_TOKEN"
 MAX_SOURCE_PIXELS = 64_000_000
 MAX_OUTPUT_BYTES = 52_428_800
 OUTPUT_LONG_SIDE = 768
-GREY_SATURATION = 40  # mean HSV saturation (0-255) under which a photo counts as grey
+TINT_ONLY_CHROMA = 6.0  # RMS chroma (YCbCr) beyond each brightness band's mean tint
 MIN_SOURCE_SIDE = 256  # an upscaled thumbnail would only pass for a training image
 ZOOMS = (1.0, 0.8, 0.88, 0.72, 0.94, 0.66)
 JPEG_QUALITY = 92
+SPOT_BLACK_SHARE = 0.15  # the darkest share of a colour painting is inked solid black
 
 
 @dataclass(frozen=True)
@@ -237,32 +238,72 @@ def _flat_colors(photo: Image.Image, colors: int, smoothing: float) -> Image.Ima
 
 
 def _with_outline(painting: Image.Image, photo: Image.Image, threshold: int, width: int):
-    outline = _edges(photo.convert("L"), 1.6, threshold, width).convert("RGB")
-    return ImageChops.multiply(painting, outline)
+    """Inked like a comic: dark outlines, and the darkest share of the picture solid black."""
+    gray = photo.convert("L")
+    outline = _edges(gray, 1.6, threshold, width)
+    cut = _percentile(gray.filter(ImageFilter.GaussianBlur(2)), SPOT_BLACK_SHARE)
+    spots = gray.filter(ImageFilter.GaussianBlur(2)).point(lambda value: 0 if value <= cut else 255)
+    return ImageChops.multiply(painting, ImageChops.darker(outline, spots).convert("RGB"))
+
+
+def _percentile(gray: Image.Image, share: float) -> int:
+    histogram = gray.histogram()
+    wanted, seen = share * sum(histogram), 0
+    for level, count in enumerate(histogram):
+        seen += count
+        if seen >= wanted:
+            return level
+    return 255
 
 
 def _coloured(photo: Image.Image, rng: random.Random) -> Image.Image:
-    """A grey or nearly grey photo gets painted colours first: saturation alone cannot add any."""
-    saturation = ImageStat.Stat(photo.reduce(8).convert("HSV").getchannel("S")).mean[0]
-    if saturation >= GREY_SATURATION:
+    """A photo whose colour is only a tint (grey, sepia, a blue night) gets colours painted in.
+
+    Saturating a tint gives a stronger tint, still one colour per brightness: a monochrome
+    picture. Hues that turn across the picture make it a colour one.
+    """
+    if not _tint_only(photo):
         return photo
-    hues = rng.sample(range(0, 360, 30), 3)
-    dark, middle, light = (
-        _hsv_color(hue, value) for hue, value in zip(hues, (70, 170, 245), strict=True)
-    )
-    return ImageOps.colorize(photo.convert("L"), black=dark, mid=middle, white=light)
+    return _hue_sweep(photo, rng, span=200, saturation_floor=170)
+
+
+def _tint_only(photo: Image.Image) -> bool:
+    """True when each brightness band has a single colour: the chroma beyond it is tiny."""
+    pixels = photo.reduce(8).convert("YCbCr").tobytes()
+    bands: dict[int, list[tuple[int, int]]] = {}
+    for start in range(0, len(pixels), 3):
+        luma, blue, red = pixels[start : start + 3]
+        bands.setdefault(luma // 32, []).append((blue, red))
+    spread = total = 0.0
+    for chromas in bands.values():
+        mean_blue = sum(blue for blue, _ in chromas) / len(chromas)
+        mean_red = sum(red for _, red in chromas) / len(chromas)
+        spread += sum((blue - mean_blue) ** 2 + (red - mean_red) ** 2 for blue, red in chromas)
+        total += len(chromas)
+    return (spread / total) ** 0.5 < TINT_ONLY_CHROMA
+
+
+def _hue_sweep(
+    image: Image.Image, rng: random.Random, span: int, saturation_floor: int
+) -> Image.Image:
+    """Turn the hue further and further across the picture (direction by ``rng``)."""
+    hue, saturation, value = image.convert("HSV").split()
+    ramp = Image.linear_gradient("L").rotate(rng.choice((0, 90, 180, 270))).resize(image.size)
+    hue = ImageChops.add_modulo(hue, ramp.point(lambda level: level * span // 360))
+    saturation = saturation.point(lambda level: max(level, saturation_floor))
+    return Image.merge("HSV", (hue, saturation, value)).convert("RGB")
 
 
 def _cel(photo: Image.Image, rng: random.Random) -> Image.Image:
     vivid = ImageEnhance.Color(_coloured(photo, rng)).enhance(rng.uniform(1.6, 2.1))
-    painting = _flat_colors(_shift_hue(vivid, rng.randint(-25, 25)), rng.randint(6, 9), 1.5)
+    painting = _flat_colors(_shift_hue(vivid, rng.randint(-25, 25)), rng.randint(4, 6), 1.5)
     return _with_outline(painting, photo, rng.randint(16, 24), 3)
 
 
 def _poster(photo: Image.Image, rng: random.Random) -> Image.Image:
     vivid = ImageEnhance.Color(ImageOps.autocontrast(_coloured(photo, rng), cutoff=2)).enhance(2.2)
     posterized = ImageOps.posterize(vivid.filter(ImageFilter.GaussianBlur(2.5)), 2)
-    painting = _shift_hue(_flat_colors(posterized, 12, 0.5), rng.choice((40, 140, 200, 300)))
+    painting = _shift_hue(_flat_colors(posterized, 6, 0.5), rng.choice((40, 140, 200, 300)))
     return _with_outline(painting, photo, 20, 1)
 
 
