@@ -4,6 +4,7 @@ Not run by the tests (the built JPEGs are committed). To reproduce, as root on D
 
     python tests/data/styles/build_set.py --fetch /tmp/style_src  # apt-get download, unpack, pip
     python tests/data/styles/build_set.py --build /tmp/style_src  # <style>/<source>__<name>.jpg
+    python tests/data/styles/build_set.py --wide /tmp/style_src   # accuracy on the images left out
 
 Every entry names its package, its file inside the package, and what was done to it (crop,
 grey conversion, sepia toning, background for transparent images). SOURCES.md lists the licences.
@@ -12,6 +13,7 @@ grey conversion, sepia toning, background for transparent images). SOURCES.md li
 from __future__ import annotations
 
 import argparse
+import io
 import re
 import shutil
 import struct
@@ -563,16 +565,59 @@ def fetch(root: Path) -> None:
     subprocess.run([str(root / "venv/bin/pip"), "install", "-q", *PIP_PACKAGES], check=True)
 
 
+# Wider check: every other image of a few single-style sources, labelled by its source.
+WIDE_GROUPS = (
+    ("photorealistic", "endless-sky", "land/*.jpg"),
+    ("photorealistic", "gcompris", f"{GCA}/*.webp"),
+    ("photorealistic", "gcompris", f"{GCE}/*.webp"),
+    ("photorealistic", "gcompris", f"{GCM}/*/*.webp"),
+    ("photorealistic", "gcompris", f"{GCC}/tools/*.webp"),
+    ("color_stylized", "wesnoth", "portraits/*/*.png"),
+    ("color_stylized", "flare", f"{FP}/*.png"),
+    ("color_stylized", "gcompris", f"{GCL}/*.webp"),
+    ("color_stylized", "wesnoth", "story/*.jpg"),
+    ("bw_stylized", "stellarium", "western/*.png"),
+    ("bw_stylized", "tuxpaint", "starters/*.svg"),
+)
+
+
+def wide_check(root: Path) -> None:
+    """Accuracy per source group on package images that are not in the committed set."""
+    sys.path.insert(0, str(HERE.parents[2] / "scripts"))
+    from training_data.evaluation import decode_working_image
+    from training_data.style import classify_style
+
+    committed = {f"{e.source}/{e.path}" for e in ENTRIES}
+    for style, source, pattern in WIDE_GROUPS:
+        verdicts = []
+        for path in sorted((root / PKG[source]).glob(pattern)):
+            relative = f"{source}/{path.relative_to(root / PKG[source])}"
+            if relative in committed or "background" in path.name:
+                continue
+            entry = Entry(style, source, relative.split("/", 1)[1], path.stem, trim=True)
+            image = transform(load(root, entry), Entry(style, source, "", ""))
+            buffer = io.BytesIO()
+            image.save(buffer, "PNG")
+            verdicts.append(classify_style(decode_working_image(buffer.getvalue())[0])[0])
+        right = verdicts.count(style)
+        where = "/".join(pattern.split("/")[-2:])
+        share = right / max(1, len(verdicts))
+        print(f"{style:15} {source:12} {where:22} {right:4}/{len(verdicts):<4} {share:6.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--fetch", type=Path, metavar="DIR")
     group.add_argument("--build", type=Path, metavar="DIR")
+    group.add_argument("--wide", type=Path, metavar="DIR", help="check on the images left out")
     args = parser.parse_args()
     if args.fetch:
         fetch(args.fetch)
-    else:
+    elif args.build:
         build(args.build)
+    else:
+        wide_check(args.wide)
 
 
 if __name__ == "__main__":
