@@ -195,19 +195,22 @@ def _ink(photo: Image.Image, rng: random.Random) -> Image.Image:
 
 
 def _pencil(photo: Image.Image, rng: random.Random) -> Image.Image:
-    """Graphite: light, medium and dark cross-hatching by tone, under dark contour lines."""
+    """Graphite: light, medium and dark cross-hatching by tone, under dark contour lines.
+
+    Strokes are 2 px wide, so that they stay strokes when the picture is seen smaller.
+    """
     gray = ImageOps.autocontrast(photo.convert("L"), cutoff=2)
-    spacing = rng.randint(5, 7)
+    spacing = rng.randint(7, 9)
     shading = _shade(
         gray,
         [
-            (rng.randint(150, 175), _hatching(gray.size, spacing, 45, 1, ink=150)),
-            (rng.randint(100, 120), _hatching(gray.size, spacing, 135, 1, ink=100)),
-            (rng.randint(50, 70), _hatching(gray.size, spacing - 2, 0, 1, ink=60)),
+            (rng.randint(150, 175), _hatching(gray.size, spacing, 45, 2, ink=150)),
+            (rng.randint(100, 120), _hatching(gray.size, spacing, 135, 2, ink=90)),
+            (rng.randint(50, 70), _hatching(gray.size, spacing - 2, 0, 2, ink=40)),
         ],
     )
-    outline = _edges(gray, rng.uniform(0.8, 1.4), rng.randint(14, 22), 1).point(
-        lambda value: 40 if value == 0 else 255
+    outline = _edges(gray, rng.uniform(0.8, 1.4), rng.randint(14, 22), 3).point(
+        lambda value: 30 if value == 0 else 255
     )
     return ImageChops.darker(shading, outline).convert("RGB")
 
