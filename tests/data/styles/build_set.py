@@ -43,11 +43,14 @@ DEBIAN_PACKAGES = (
     "endless-sky-data",
     "flare-game",
     "gimp-help-en",
-    "gimp-data",
     "ukui-wallpapers",
-    "krita-data",
 )
-PIP_PACKAGES = ("scikit-image==0.26.0", "matplotlib==3.11.2", "scikit-learn==1.9.1")
+PIP_PACKAGES = (
+    "pillow==12.3.0",
+    "scikit-image==0.26.0",
+    "matplotlib==3.11.2",
+    "scikit-learn==1.9.1",
+)
 GCOMPRIS_RESOURCES = (
     "details",
     "erase",
@@ -76,9 +79,7 @@ PKG = {
     "endless-sky": "endless-sky-data/usr/share/games/endless-sky/images",
     "flare": "flare-game/usr/share/games/flare/mods",
     "gimp-help": "gimp-help-en/usr/share/gimp/2.0/help/en/images",
-    "gimp": "gimp-data/usr/share/gimp/2.0/images",
     "ukui": "ukui-wallpapers/usr/share/backgrounds",
-    "krita": "krita-data/usr/share/krita",
     "skimage": "venv/lib/python3.11/site-packages/skimage/data",
     "matplotlib": "venv/lib/python3.11/site-packages/matplotlib/mpl-data/sample_data",
     "sklearn": "venv/lib/python3.11/site-packages/sklearn/datasets/images",
@@ -107,7 +108,6 @@ LICENCES = {
     "flare": ("Debian flare-game 1.14-1", "CC-BY-SA-3.0+"),
     "gimp-help": ("Debian gimp-help-en 2.10.34-2", "GFDL-1.2+"),
     "ukui": ("Debian ukui-wallpapers 20.04.3-1.1", "CC-BY-SA-3.0"),
-    "krita": ("Debian krita-data 1:5.1.5+dfsg-2+deb12u1", "GPL-3+ resources"),
     "skimage": ("PyPI scikit-image 0.26.0 (skimage/data)", "CC0 / public domain (see docstrings)"),
     "matplotlib": ("PyPI matplotlib 3.11.2 (mpl-data/sample_data)", "public domain (US Navy)"),
     "sklearn": ("PyPI scikit-learn 1.9.1 (datasets/images)", "CC-BY-2.0 (datasets/images/README)"),
@@ -553,6 +553,7 @@ def extract_rcc(rcc: Path, out: Path) -> None:
 def fetch(root: Path) -> None:
     debs = root / "debs"
     debs.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["apt-get", "install", "-y", "librsvg2-bin"], check=True)  # rsvg-convert
     subprocess.run(["apt-get", "download", *DEBIAN_PACKAGES], cwd=debs, check=True)
     for deb in debs.glob("*.deb"):
         target = root / deb.name.split("_")[0]
