@@ -17,7 +17,7 @@ LABELLED = sorted((path.parent.name, path) for path in DATA.glob("*/*.jpg"))
 
 # Just under what scripts/measure_accuracy.py reports for the shipped model, so that a change
 # that makes the classifier worse on real images fails here.
-MIN_ACCURACY = {"photorealistic": 0.86, "bw_stylized": 0.89, "color_stylized": 0.55}
+MIN_ACCURACY = {"photorealistic": 0.86, "bw_stylized": 0.89, "color_stylized": 0.57}
 
 
 def working_image(data: bytes) -> Image.Image:
@@ -36,7 +36,7 @@ def verdicts() -> dict[Path, tuple[str, dict[str, float]]]:
     return {path: classify_style(working_image(path.read_bytes())) for _, path in LABELLED}
 
 
-def test_the_labelled_set_is_real_and_balanced() -> None:
+def test_the_labelled_set_covers_every_style_and_lists_its_sources() -> None:
     counts = Counter(style for style, _ in LABELLED)
     assert set(counts) == set(STYLES)
     assert min(counts.values()) >= 40
