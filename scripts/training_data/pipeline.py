@@ -87,7 +87,7 @@ class ActorOutcome:
 
 
 def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
-    recovered = recover(actor) if context.execute else []
+    recovered = recover(actor)  # finish what an interrupted execute left half done
     images = load_training_images(actor, context.session, context.config.download)
     if not images:
         return ActorOutcome(skipped_reason=NO_IMAGES, lines=[f"  skipped: {NO_IMAGES}"])
