@@ -8,8 +8,7 @@ round kept, so other load on the machine hurts least):
   (b) reduced decode: JPEG draft mode to ~256 px, the least any evaluation must do;
   (c) evaluate_actor with the local backend: read, sha256, decode, statistics, fingerprint,
       thumbnail, style classifier, score, duplicates; every verdict judged and written to a
-      cache that has no entry for these images (its shard folders exist, as they do after the
-      first dozen actors of a run);
+      cache database that has no entry for these images (one transaction per actor);
   (d) the same with manifest types, so the style classifier is skipped: (c) - (d) is its cost;
   (e) a repeated run: every verdict from the cache, only read, hash, decode and thumbnail.
 The aim is (c)/(b) <= 1.3.
@@ -102,10 +101,7 @@ def evaluation(
 
 
 def cold_cache(scratch: Path) -> EvaluationCache:
-    folder = Path(tempfile.mkdtemp(dir=scratch))
-    for shard in range(256):
-        (folder / f"{shard:02x}").mkdir()
-    return EvaluationCache(folder)
+    return EvaluationCache(Path(tempfile.mkdtemp(dir=scratch)))
 
 
 def best_time(work: Callable[[], None], rounds: list[float]) -> None:

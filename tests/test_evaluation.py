@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import logging
 import random
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -628,15 +631,24 @@ def test_changed_quality_settings_or_categories_miss_the_cache(tmp_path):
         assert len(backend.judged) == 4
 
 
-def test_corrupt_cache_file_is_a_miss_and_is_rewritten(tmp_path):
+def cache_entries(cache_folder: Path) -> dict[str, str]:
+    with contextlib.closing(sqlite3.connect(cache_folder / "evaluations.sqlite3")) as database:
+        return dict(database.execute("SELECT key, verdict FROM verdicts").fetchall())
+
+
+def test_corrupt_cache_entry_is_a_miss_and_is_rewritten(tmp_path):
     images, cache_folder = actor_with_images(tmp_path)
     evaluate_actor(
         images, Config(), CountingBackend(QualityConfig()), EvaluationCache(cache_folder)
     )
-    entries = sorted(cache_folder.glob("*/*.json"))
-    assert len(entries) == 4
-    entries[0].write_text('{"judgement": {"type": "photorealistic", "quality_')
-    entries[1].write_text(json.dumps({"judgement": {"type": "x", "quality_score": 99}}))
+    keys = sorted(cache_entries(cache_folder))
+    assert len(keys) == 4
+    torn = '{"judgement": {"type": "photorealistic", "quality_'
+    foreign = json.dumps({"judgement": {"type": "x", "quality_score": 99}})
+    with contextlib.closing(sqlite3.connect(cache_folder / "evaluations.sqlite3")) as database:
+        database.execute("UPDATE verdicts SET verdict = ? WHERE key = ?", (torn, keys[0]))
+        database.execute("UPDATE verdicts SET verdict = ? WHERE key = ?", (foreign, keys[1]))
+        database.commit()
 
     backend = CountingBackend(QualityConfig())
     evaluate_actor(images, Config(), backend, EvaluationCache(cache_folder))
@@ -647,15 +659,68 @@ def test_corrupt_cache_file_is_a_miss_and_is_rewritten(tmp_path):
     assert again.judged == []
 
 
-def test_cache_sweeps_temp_files_a_killed_run_left(tmp_path):
-    cache_folder = tmp_path / "cache"
-    cache_folder.mkdir()
-    leftover = cache_folder / ".tmp-999999999-abc"
-    leftover.write_text("half")
+@pytest.mark.parametrize("damage", ["not_a_database", "damaged_pages"])
+def test_damaged_cache_database_is_moved_aside_kept_and_a_fresh_one_started(
+    tmp_path, caplog, damage
+):
+    images, cache_folder = actor_with_images(tmp_path)
+    evaluate_actor(
+        images, Config(), CountingBackend(QualityConfig()), EvaluationCache(cache_folder)
+    )
+    database = cache_folder / "evaluations.sqlite3"
+    if damage == "not_a_database":
+        database.write_bytes(b"this is a caption, not a database\n" * 200)
+    else:
+        data = bytearray(database.read_bytes())
+        data[100:] = bytes(len(data) - 100)  # header kept; schema and verdict pages zeroed
+        database.write_bytes(bytes(data))
+    damaged = database.read_bytes()
 
+    backend = CountingBackend(QualityConfig())
+    with caplog.at_level(logging.WARNING, logger="training_data.evaluation"):
+        evaluate_actor(images, Config(), backend, EvaluationCache(cache_folder))
+    again = CountingBackend(QualityConfig())
+    evaluate_actor(images, Config(), again, EvaluationCache(cache_folder))
+
+    assert len(backend.judged) == 4
+    assert again.judged == []
+    kept = list(cache_folder.glob("evaluations.sqlite3.corrupt-*"))
+    assert [path.read_bytes() for path in kept] == [damaged]
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1 and kept[0].name in warnings[0], warnings
+    assert "\n" not in warnings[0]
+    assert len(cache_entries(cache_folder)) == 4
+
+
+def test_cache_that_cannot_be_written_stops_the_run(tmp_path):
+    """A file-size limit makes every write past 1 KiB fail, as a full disk would (even for root)."""
+    images, cache_folder = actor_with_images(tmp_path)
     EvaluationCache(cache_folder)
+    before = cache_entries(cache_folder)
+    script = f"""
+import resource, signal
+from pathlib import Path
+from training_data.config import Config
+from training_data.dataset import TrainingImage
+from training_data.errors import FatalRunError
+from training_data.evaluation import EvaluationCache, LocalBackend, evaluate_actor
+images = [TrainingImage(n, p.name, p, {{"type": "photorealistic"}})
+          for n, p in enumerate(sorted(Path({str(images[0].path.parent)!r}).glob("*")), start=1)]
+cache = EvaluationCache(Path({str(cache_folder)!r}))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
+try:
+    evaluate_actor(images, Config(), LocalBackend(Config().quality), cache)
+except FatalRunError as error:
+    print(error)
+"""
+    finished = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
 
-    assert not leftover.exists()
+    assert finished.stdout.startswith("cannot write the evaluation cache "), finished
+    assert finished.stdout.count("\n") == 1
+    assert cache_entries(cache_folder) == before == {}
 
 
 def test_evaluator_record_names_backend_settings_and_usage(tmp_path):
