@@ -12,6 +12,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -690,6 +691,36 @@ def test_damaged_cache_database_is_moved_aside_kept_and_a_fresh_one_started(
     assert len(warnings) == 1 and kept[0].name in warnings[0], warnings
     assert "\n" not in warnings[0]
     assert len(cache_entries(cache_folder)) == 4
+
+
+def test_cache_waits_for_another_process_writing_instead_of_failing(tmp_path):
+    """An --actor-id run may write its verdicts while a batch run writes its own."""
+    images, cache_folder = actor_with_images(tmp_path)
+    EvaluationCache(cache_folder)
+    locked, release = threading.Event(), threading.Event()
+
+    def other_writer() -> None:
+        database = sqlite3.connect(cache_folder / "evaluations.sqlite3", isolation_level=None)
+        database.execute("BEGIN IMMEDIATE")
+        database.execute("INSERT INTO verdicts VALUES ('other', '{}')")
+        locked.set()
+        release.wait(timeout=30)
+        database.execute("COMMIT")
+        database.close()
+
+    writer = threading.Thread(target=other_writer)
+    writer.start()
+    assert locked.wait(timeout=30)
+    threading.Timer(0.3, release.set).start()
+    try:
+        evaluate_actor(
+            images, Config(), CountingBackend(QualityConfig()), EvaluationCache(cache_folder)
+        )
+    finally:
+        release.set()
+        writer.join()
+
+    assert len(cache_entries(cache_folder)) == 5
 
 
 def test_cache_that_cannot_be_written_stops_the_run(tmp_path):

@@ -143,7 +143,6 @@ MID_GREY = 128
 FULL_TONAL_RANGE = 160
 FULL_ENTROPY_BITS = 4.0
 LEVELS = tuple(range(256))
-RISING_BIT = [0] + [255] * 255  # a point() table: any rise sets the bit
 SQUARED_LEVELS = tuple(level * level for level in LEVELS)
 SCORE_CAPS = {"low_information": 1, "too_small": 3, "blurry": 4, "too_dark": 5, "too_bright": 5}
 LAPLACIAN = ImageFilter.Kernel((3, 3), (0, 1, 0, 1, -4, 1, 0, 1, 0), scale=1, offset=MID_GREY)
@@ -325,7 +324,8 @@ def fingerprint_of(working: Image.Image) -> Fingerprint:
 
 def _rising(before: Image.Image, after: Image.Image) -> bytes:
     """One bit per pixel, set where ``after`` is brighter, packed row by row (first pixel high)."""
-    return ImageChops.subtract(after, before).point(RISING_BIT, "1").tobytes()
+    rise = ImageChops.subtract(after, before, scale=1 / 255)  # any rise of 1 level -> 255
+    return rise.convert("1", dither=Image.Dither.NONE).tobytes()
 
 
 def find_duplicates(
