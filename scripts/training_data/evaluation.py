@@ -590,19 +590,28 @@ class EvaluationCache:
             self._run("write", lambda connection: _insert_verdicts(connection, rows))
 
     def _run(self, action: str, operation: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Once more on a fresh database when this one is damaged; any other failure (a full
+        disk, a lock held past the timeout) stops the run."""
+        try:
+            return self._on_new_connection(operation)
+        except sqlite3.DatabaseError as error:
+            if not _is_corrupt(error):
+                raise self._failure(action, error) from None
+            self._move_aside(error)
+        try:
+            return self._on_new_connection(operation)
+        except sqlite3.DatabaseError as error:
+            raise self._failure(action, error) from None
+
+    def _on_new_connection(self, operation: Callable[[sqlite3.Connection], Any]) -> Any:
         """A connection per call, so a database another process moved aside is not used on."""
-        for attempt in range(2):
-            try:
-                with contextlib.closing(self._connect()) as connection:
-                    return operation(connection)
-            except sqlite3.DatabaseError as error:
-                if attempt == 0 and _is_corrupt(error):
-                    self._move_aside(error)
-                    continue
-                raise FatalRunError(
-                    f"cannot {action} the evaluation cache {self.path}: {_one_line(error)}"
-                ) from None
-        raise AssertionError("unreachable: the second attempt returns or raises")
+        with contextlib.closing(self._connect()) as connection:
+            return operation(connection)
+
+    def _failure(self, action: str, error: sqlite3.DatabaseError) -> FatalRunError:
+        return FatalRunError(
+            f"cannot {action} the evaluation cache {self.path}: {_one_line(error)}"
+        )
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
