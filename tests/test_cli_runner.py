@@ -136,7 +136,7 @@ def test_full_run_completes_every_actor(make_dataset, tmp_path):
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_then_resume_processes_every_actor_once(tmp_path, signum, code):
-    with slow_server(0.4) as server:
+    with slow_server(0.8) as server:
         data_dir = slow_dataset(tmp_path, server, 8)
         out = tmp_path / "out"
         args = ("--all", "--dry-run", "--data-dir", data_dir, "--output-dir", out)
@@ -251,7 +251,7 @@ def test_other_mode_and_changed_settings_stop_with_exit_2(make_dataset, tmp_path
 
 
 def test_second_concurrent_run_exits_2_naming_the_holder(tmp_path):
-    with slow_server(1.0) as server:
+    with slow_server(2.0) as server:
         data_dir = slow_dataset(tmp_path, server, 4)
         out = tmp_path / "out"
         args = ("--all", "--data-dir", data_dir, "--output-dir", out)

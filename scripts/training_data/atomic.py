@@ -34,7 +34,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
@@ -50,8 +50,8 @@ def sweep_temp_files(folder: Path) -> list[Path]:
     return swept
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable."""
+def fsync_folder(folder: Path) -> None:
+    """Make renames in ``folder`` durable."""
     descriptor = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(descriptor)

@@ -48,7 +48,12 @@ from typing import Any
 
 from PIL import Image
 
-from training_data.atomic import sweep_temp_files, write_bytes_atomic, write_json_atomic
+from training_data.atomic import (
+    fsync_folder,
+    sweep_temp_files,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from training_data.config import GENERIC_PROMPT
 from training_data.dataset import (
     IMAGE_SUFFIXES,
@@ -297,8 +302,8 @@ def _finish_removal(actor: Actor, folder: Path, journal: dict[str, Any]) -> list
     for removal in journal["removals"]:
         for name in removal["files"]:
             messages += _settle_move(actor.training_dir / name, folder / name)
-    _fsync_folder(actor.training_dir)
-    _fsync_folder(folder)
+    fsync_folder(actor.training_dir)
+    fsync_folder(folder)
     manifest = read_manifest(actor)
     updated = _manifest_after_removal(actor, folder, journal, manifest)
     if updated != manifest:
@@ -380,8 +385,8 @@ def _finish_restore(
     for removal in chosen:
         for name in removal["files"]:
             messages += _settle_move(folder / name, actor.training_dir / name)
-    _fsync_folder(actor.training_dir)
-    _fsync_folder(folder)
+    fsync_folder(actor.training_dir)
+    fsync_folder(folder)
     manifest = read_manifest(actor)
     updated = _manifest_after_restore(actor, journal, chosen, manifest)
     if journal.get("created_manifest") and updated == {"actor_id": actor.name}:
@@ -639,7 +644,7 @@ def _move(source: Path, destination: Path) -> None:
         with open(temp, "rb") as handle:
             os.fsync(handle.fileno())
         os.rename(temp, destination)
-        _fsync_folder(destination.parent)
+        fsync_folder(destination.parent)
         source.unlink()
     except OSError as error:
         _raise_for_disk(error, f"cannot move {source.name} to {destination.parent}")
@@ -677,15 +682,6 @@ def _raise_for_disk(error: OSError, doing: str) -> None:
     raise ActorError(f"{doing}: {error.strerror or error}") from None
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make renames in ``folder`` durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _folder_names(folder: Path) -> list[str]:
     try:
         with os.scandir(folder) as entries:
@@ -713,7 +709,7 @@ def _new_removal_folder(actor: Actor, run: str) -> Path:
             folder.mkdir()
         except FileExistsError:
             continue
-        _fsync_folder(actor.removed_dir)
+        fsync_folder(actor.removed_dir)
         return folder
     raise ActorError(f"too many removal folders named {run} in {actor.removed_dir}")
 

@@ -33,7 +33,12 @@ from typing import Any
 
 import filelock
 
-from training_data.atomic import sweep_temp_files, write_bytes_atomic, write_json_atomic
+from training_data.atomic import (
+    fsync_folder,
+    sweep_temp_files,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 PROGRESS_FILE = "progress.json"
 JOURNAL_FILE = "progress.journal"
@@ -406,21 +411,13 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 class _Journal:
     """The append-only event file; ``sync`` and ``drop_folded`` run under the fold mutex."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = self._open(truncate=True)
-        _fsync_folder(path.parent)
+        fsync_folder(path.parent)
 
     def _open(self, *, truncate: bool) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
@@ -812,7 +809,7 @@ class ProgressTracker:
                 )
             else:
                 self.journal_path.unlink()
-        _fsync_folder(self.output_dir)
+        fsync_folder(self.output_dir)
         return backup
 
 
