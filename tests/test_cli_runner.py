@@ -285,7 +285,7 @@ def test_unreadable_progress_is_kept_and_reset_moves_it_aside(make_dataset, tmp_
     assert shown.returncode == 2
     reset = run_cli("--reset-progress", "--output-dir", out, cwd=tmp_path)
     assert reset.returncode == 0, reset.stderr
-    kept = [path for path in out.iterdir() if path.read_bytes() == garbage]
+    kept = [path for path in out.iterdir() if path.is_file() and path.read_bytes() == garbage]
     assert len(kept) == 1 and kept[0].name != "progress.json"
     assert run_cli(*args, cwd=tmp_path).returncode == 0
 
@@ -403,3 +403,19 @@ def test_console_script_is_the_same_program(make_dataset, tmp_path):
     assert result.returncode == 0, result.stderr
     assert re.search(r"Actors:\s+1\n", result.stdout)
     assert re.search(r"Images:\s+20\n", result.stdout)
+
+
+def test_missing_token_stops_before_progress_is_touched(make_dataset, tmp_path):
+    data_dir = make_dataset(1)
+    config = tmp_path / "replicate.toml"
+    config.write_text('[generator]\nbackend = "replicate"\n')
+    out = tmp_path / "out"
+    args = ("--all", "--execute", "--config", config, "--data-dir", data_dir, "--output-dir", out)
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "REPLICATE_API_TOKEN" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (out / "progress.json").exists()
+    assert (
+        run_cli("--all", "--data-dir", data_dir, "--output-dir", out, cwd=tmp_path).returncode == 0
+    )

@@ -220,6 +220,8 @@ class BatchRun:
             tracker.unlock()
 
     def _run_locked(self, actors: list[Actor], tracker: ProgressTracker) -> int:
+        # A missing key or token stops here, before progress records a run that cannot start.
+        context = RunContext.create(self.config, self.output_dir, execute=self.execute)
         previous = tracker.read() if self.resume else None
         mode = "execute" if self.execute else "dry_run"
         names = [actor.name for actor in actors]
@@ -237,7 +239,6 @@ class BatchRun:
             say(format_progress_summary(tracker.state))
             say("Nothing left to do: every actor is already done. Use --no-resume to start over.")
             return EXIT_OK
-        context = RunContext.create(self.config, self.output_dir, execute=self.execute)
         return self._process(actors, pending, tracker, context)
 
     def _process(
