@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from tqdm import tqdm
 
@@ -36,6 +36,7 @@ RULE = "=" * 70
 EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_FOR_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 WAIT_STEP = 0.1
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 T = TypeVar("T")
 
 
@@ -114,7 +115,7 @@ class StopSignals:
         return box["value"]
 
 
-def exit_now(code: int) -> None:
+def exit_now(code: int) -> NoReturn:
     """Leave without joining worker threads that may still wait on the network."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -276,7 +277,7 @@ class BatchRun:
                 except ActorError as error:
                     self._fail(tracker, tally, name, str(error))
                 except OSError as error:
-                    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                    if error.errno in DISK_FULL:
                         return self._fatal(tracker, name, f"disk full: {error}")
                     self._fail(tracker, tally, name, f"{type(error).__name__}: {error}")
                 else:
@@ -310,7 +311,7 @@ class BatchRun:
         tally.count_failure(name, error)
 
     @staticmethod
-    def _stopped(tracker: ProgressTracker, signum: int) -> int:
+    def _stopped(tracker: ProgressTracker, signum: int) -> NoReturn:
         tracker.close()
         tracker.unlock()
         cause = "Interrupted by user (Ctrl+C)" if signum == signal.SIGINT else "Stopped by SIGTERM"
@@ -322,7 +323,6 @@ class BatchRun:
         say()
         say("✅ Gracefully stopped. Progress has been saved.")
         exit_now(EXIT_FOR_SIGNAL[signal.Signals(signum)])
-        return EXIT_FOR_SIGNAL[signal.Signals(signum)]  # pragma: no cover
 
     @staticmethod
     def _fatal(tracker: ProgressTracker, name: str, error: str) -> int:
@@ -350,9 +350,11 @@ def run_single(config: Config, actor: Actor, output_dir: Path, *, execute: bool)
         except Stopped as stopped:
             say(f"\n⚠️  Stopped by {signal.Signals(stopped.signum).name}; {actor.name} unfinished.")
             exit_now(EXIT_FOR_SIGNAL[signal.Signals(stopped.signum)])
-        except FatalRunError as fatal:
-            print(f"error: {fatal}", file=sys.stderr)
-            return EXIT_USAGE
+        except OSError as error:
+            if error.errno in DISK_FULL:
+                raise FatalRunError(f"disk full: {error}") from None
+            say(f"  FAILED: {type(error).__name__}: {error}")
+            return EXIT_ACTOR_FAILED
         except ActorError as error:
             say(f"  FAILED: {error}")
             return EXIT_ACTOR_FAILED
