@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -246,19 +247,20 @@ def test_defects_are_only_where_planted(demo):
             assert 60 < brightness < 215, (path, brightness)
 
 
+def start_creator(data_dir: Path, **popen: Any) -> subprocess.Popen:
+    """A separate process creating the demo dataset, to be killed or interrupted mid-way."""
+    command = (
+        "import sys; from pathlib import Path; "
+        "from training_data.demo import ensure_demo_dataset; "
+        "ensure_demo_dataset(Path(sys.argv[1]))"
+    )
+    return subprocess.Popen([sys.executable, "-c", command, str(data_dir)], **popen)
+
+
 def test_interrupted_creation_is_redone_and_gives_the_same_files(demo, tmp_path):
     """Killed mid-creation (SIGKILL: no cleanup at all), the next call builds it again, whole."""
     data_dir = tmp_path / "demo_data"
-    creator = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pathlib import Path; "
-            "from training_data.demo import ensure_demo_dataset; "
-            "ensure_demo_dataset(Path(sys.argv[1]))",
-            str(data_dir),
-        ]
-    )
+    creator = start_creator(data_dir)
     try:
         build_dir = _wait_for_build_folder(tmp_path, creator)
     finally:
@@ -274,17 +276,7 @@ def test_interrupted_creation_is_redone_and_gives_the_same_files(demo, tmp_path)
 
 def test_ctrl_c_during_creation_leaves_nothing_behind(tmp_path):
     data_dir = tmp_path / "demo_data"
-    creator = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pathlib import Path; "
-            "from training_data.demo import ensure_demo_dataset; "
-            "ensure_demo_dataset(Path(sys.argv[1]))",
-            str(data_dir),
-        ],
-        stderr=subprocess.PIPE,
-    )
+    creator = start_creator(data_dir, stderr=subprocess.PIPE)
     try:
         _wait_for_build_folder(tmp_path, creator)
         creator.send_signal(signal.SIGINT)

@@ -135,13 +135,13 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 @contextmanager
-def locked(output_dir: Path, argv: list[str]) -> Iterator[None]:
+def locked(output_dir: Path, argv: list[str]) -> Iterator[ProgressTracker]:
     """Hold the output folder's run lock (exit 2 naming the holder when another run has it)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     tracker = ProgressTracker(output_dir)
     tracker.lock(shlex.join([PROG, *argv]))
     try:
-        yield
+        yield tracker
     finally:
         tracker.unlock()
 
@@ -159,12 +159,8 @@ def reset_progress(output_dir: Path, argv: list[str]) -> int:
     if not output_dir.is_dir():
         print(f"No progress to reset in {output_dir}.")
         return 0
-    tracker = ProgressTracker(output_dir)
-    tracker.lock(shlex.join([PROG, *argv]))
-    try:
+    with locked(output_dir, argv) as tracker:
         kept = tracker.reset()
-    finally:
-        tracker.unlock()
     if kept is None:
         print(f"No progress to reset in {output_dir}.")
     else:
