@@ -43,8 +43,10 @@ def apply(
     plan: Plan | None = None,
     target: TargetConfig | None = None,
 ):
+    """What the pipeline does: recover, then plan on what is there and apply."""
+    recovered = recover(actor)
     images = list_training_images(actor, read_manifest(actor))
-    return apply_plan(
+    result = apply_plan(
         actor,
         images,
         plan or plan_for(actor, target),
@@ -53,6 +55,8 @@ def apply(
         run,
         source_ranking=photo_ranking(actor),
     )
+    result.messages[:0] = recovered
+    return result
 
 
 def categories(actor: Actor) -> dict[str, int]:

@@ -120,10 +120,12 @@ def apply_plan(
     run_timestamp: str,
     source_ranking: Sequence[str] = (),
 ) -> ExecutionResult:
-    """Remove, then generate, as planned. ``source_ranking``: the actor's photos, best first."""
+    """Remove, then generate, as planned, on an actor that ``recover`` has settled (the pipeline
+    recovers before it loads the images it plans on). ``source_ranking``: its photos, best first.
+    """
     _check_run_name(run_timestamp)
     with _disk_errors(actor):
-        result = ExecutionResult(messages=recover(actor))
+        result = ExecutionResult()
         manifest = read_manifest(actor)
         _check_manifest_names(manifest)
         removals = _planned_removals(actor, images, plan, manifest, result)
