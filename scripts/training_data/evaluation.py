@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import hashlib
 import io
 import itertools
 import json
 import logging
 import math
-import operator
 import os
 import sqlite3
 import warnings
@@ -30,7 +30,6 @@ from PIL import (  # the plugins of READABLE_FORMATS: Image.open(formats=...) ne
     BmpImagePlugin,  # noqa: F401
     GifImagePlugin,  # noqa: F401
     Image,
-    ImageChops,
     ImageFilter,
     JpegImagePlugin,  # noqa: F401
     PngImagePlugin,  # noqa: F401
@@ -142,8 +141,6 @@ PHOTO_CATEGORY = "photorealistic"
 MID_GREY = 128
 FULL_TONAL_RANGE = 160
 FULL_ENTROPY_BITS = 4.0
-LEVELS = tuple(range(256))
-SQUARED_LEVELS = tuple(level * level for level in LEVELS)
 SCORE_CAPS = {"low_information": 1, "too_small": 3, "blurry": 4, "too_dark": 5, "too_bright": 5}
 LAPLACIAN = ImageFilter.Kernel((3, 3), (0, 1, 0, 1, -4, 1, 0, 1, 0), scale=1, offset=MID_GREY)
 EXIF_ORIENTATION = 0x0112
@@ -177,8 +174,9 @@ class UnreadableImage(Exception):
 
 def load_sample(image: TrainingImage, categories: tuple[str, ...]) -> tuple[str, ImageSample]:
     """Read the file once: its sha256 and its decoded working image come from the same bytes."""
+    path = Path(image.path)
     try:
-        data = Path(image.path).read_bytes()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise UnreadableImage("file not found") from None
     except OSError as error:
@@ -191,7 +189,7 @@ def load_sample(image: TrainingImage, categories: tuple[str, ...]) -> tuple[str,
     sample = ImageSample(
         number=image.number,
         filename=image.filename,
-        path=Path(image.path),
+        path=path,
         working=working,
         width=width,
         height=height,
@@ -226,6 +224,8 @@ def decode_working_image(data: bytes) -> tuple[Image.Image, int, int]:
                 f"decompression bomb refused: {width}x{height} pixels is over the "
                 f"{MAX_PIXELS:,}-pixel limit"
             )
+        # All bytes are in memory: one decoder call instead of one per 64 KiB (2% of a decode).
+        image.decodermaxblock = max(len(data), image.decodermaxblock)
         try:
             working, orientation = _decode_small(image)
         except Exception as error:  # Pillow's decoders raise many types on corrupt data
@@ -313,19 +313,23 @@ def fingerprint_of(working: Image.Image) -> Fingerprint:
     if small.size != (32, 32):
         small = small.resize((32, 32), Image.Resampling.BOX)
     grey = small.convert("L")
-    rows = grey.resize((9, 8), Image.Resampling.BOX)
-    columns = grey.resize((8, 9), Image.Resampling.BOX)
-    across = _rising(rows.crop((0, 0, 8, 8)), rows.crop((1, 0, 9, 8)))
-    down = _rising(columns.crop((0, 0, 8, 8)), columns.crop((0, 1, 8, 9)))
-    bits = int.from_bytes(across + down, "big")
+    across = _rising(grey.resize((9, 8), Image.Resampling.BOX).tobytes(), 9, 1)
+    down = _rising(grey.resize((8, 9), Image.Resampling.BOX).tobytes(), 8, 8)
     colour_layout = small.resize((4, 4), Image.Resampling.BOX).tobytes()
-    return Fingerprint(bits, colour_layout)
+    return Fingerprint((across << 64) | down, colour_layout)
 
 
-def _rising(before: Image.Image, after: Image.Image) -> bytes:
-    """One bit per pixel, set where ``after`` is brighter, packed row by row (first pixel high)."""
-    rise = ImageChops.subtract(after, before, scale=1 / 255)  # any rise of 1 level -> 255
-    return rise.convert("1", dither=Image.Dither.NONE).tobytes()
+def _rising(pixels: bytes, width: int, step: int) -> int:
+    """64 bits, set where the pixel ``step`` bytes on is brighter, row by row, first bit highest.
+
+    On the 72 bytes in Python: cheaper than the eight Pillow calls of crops and a subtraction.
+    """
+    bits = 0
+    for row in range(8):
+        start = row * width
+        for index in range(start, start + 8):
+            bits = (bits << 1) | (pixels[index + step] > pixels[index])
+    return bits
 
 
 def find_duplicates(
@@ -486,11 +490,18 @@ def make_backend(config: Config) -> EvaluationBackend:
 
 
 def _mean_and_std(histogram: Sequence[int]) -> tuple[float, float]:
-    """Of a 256-bin histogram; map() with operator.mul keeps the loops in C (this runs 5x/image)."""
-    count = sum(histogram) or 1
-    mean = sum(map(operator.mul, histogram, LEVELS)) / count
-    square = sum(map(operator.mul, histogram, SQUARED_LEVELS)) / count
-    return mean, math.sqrt(max(square - mean * mean, 0.0))
+    """Of a 256-bin histogram, from running sums (C loops, no per-bin multiplications).
+
+    With suffix counts S(j) = sum of h(i >= j): sum S(j >= 1) = sum i h(i), and the suffix sums
+    of S add up to sum h(i) (i+1)(i+2)/2, which gives sum i^2 h(i). All exact integers.
+    """
+    suffix = list(itertools.accumulate(reversed(histogram)))
+    total = suffix[-1]
+    count = total or 1
+    first = sum(suffix) - total
+    second = 2 * sum(itertools.accumulate(suffix)) - 3 * first - 2 * total
+    mean = first / count
+    return mean, math.sqrt(max(second / count - mean * mean, 0.0))
 
 
 def _percentiles(histogram: Sequence[int], *shares: float) -> list[int]:
@@ -499,12 +510,25 @@ def _percentiles(histogram: Sequence[int], *shares: float) -> list[int]:
 
 
 def _entropy(histogram: Sequence[int]) -> float:
-    """Bits: log2(N) - sum(n log2 n) / N over the non-empty bins."""
-    counts = [n for n in histogram if n]
-    total = sum(counts)
-    return max(
-        0.0, math.log2(total) - sum(map(operator.mul, counts, map(math.log2, counts))) / total
-    )
+    """Bits: log2(N) - sum(n log2 n) / N over the non-empty bins (n log2 n from a table)."""
+    total = sum(histogram)
+    if total == 0:
+        return 0.0
+    table = _n_log2_n()
+    if total < len(table):
+        terms = sum(map(table.__getitem__, histogram))
+    else:
+        terms = sum(n * math.log2(n) for n in histogram if n)
+    return max(0.0, math.log2(total) - terms / total)
+
+
+@functools.cache
+def _n_log2_n() -> list[float]:
+    """n log2 n for every pixel count a working image can have (0 for 0): 2 MB, built once.
+
+    A list, not a tuple: list.__getitem__ in map() is twice as fast. Never modified.
+    """
+    return [0.0, *(n * math.log2(n) for n in range(1, WORKING_SIDE * WORKING_SIDE + 1))]
 
 
 def _sharpness(grey: Image.Image) -> float:
