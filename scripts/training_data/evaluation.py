@@ -159,6 +159,8 @@ ISSUE_ORDER = {issue: index for index, issue in enumerate(ISSUE_NAMES)}
 CACHE_DATABASE_NAME = "evaluations.sqlite3"
 CACHE_BUSY_TIMEOUT_SECONDS = 60.0
 CACHE_KEYS_PER_QUERY = 500  # under SQLite's oldest limit of 999 parameters
+# What json.dumps(sort_keys=True) writes, without building an encoder per verdict (half its cost).
+_VERDICT_ENCODER = json.JSONEncoder(sort_keys=True)
 
 
 # --- reading and decoding -------------------------------------------------------------------
@@ -393,8 +395,10 @@ class PixelStatistics:
         }
 
 
-def pixel_statistics(working: Image.Image) -> PixelStatistics:
-    grey = working.convert("L")
+def pixel_statistics(working: Image.Image, grey: Image.Image | None = None) -> PixelStatistics:
+    """``grey`` is the working image's "L" conversion when the caller already has it."""
+    if grey is None:
+        grey = working.convert("L")
     histogram = grey.histogram()
     mean, std = _mean_and_std(histogram)
     p01, p99 = _percentiles(histogram, 0.01, 0.99)
@@ -468,7 +472,8 @@ class LocalBackend:
         return {"images_judged": self._judged}
 
     def _judge_one(self, sample: ImageSample) -> Judgement:
-        stats = pixel_statistics(sample.working)
+        grey = sample.working.convert("L")  # made once: the statistics and the classifier read it
+        stats = pixel_statistics(sample.working, grey)
         measurements = stats.to_measurements()
         category = sample.trusted_type
         if category is None:
@@ -690,7 +695,7 @@ def _verdict_to_json(verdict: CachedVerdict) -> str:
         "judgement": vars(verdict.judgement),  # asdict() would deep-copy the measurements
         "fingerprint": verdict.fingerprint.to_json(),
     }
-    return json.dumps(document, sort_keys=True)
+    return _VERDICT_ENCODER.encode(document)
 
 
 def _verdict_from_json(text: Any) -> CachedVerdict | None:
