@@ -388,6 +388,24 @@ def test_uniform_image_is_low_information_not_blurry(tmp_path):
     assert "low_information" not in images["a_2.jpg"].issues
 
 
+def test_sharpness_filter_clips_like_pillows_eight_bit_filter():
+    """The Laplacian is filtered as 32-bit integers for speed: the pixels must be the 8-bit
+    filter's, saturated at both ends (hard ink edges), or every cached sharpness would shift."""
+    from training_data.evaluation import LAPLACIAN, _laplacian
+
+    rng = random.Random(3)
+    ink = Image.new("L", (97, 61), 255)
+    draw = ImageDraw.Draw(ink)
+    for _ in range(40):
+        x, y = rng.randrange(97), rng.randrange(61)
+        draw.line((x, y, x + rng.randrange(-20, 20), y + rng.randrange(-20, 20)), fill=0)
+    noisy = ImageChops.add(photo(4, side=97).convert("L"), Image.effect_noise((97, 97), 60), 2)
+    for grey in (ink, noisy, Image.new("L", (3, 3), 7)):
+        expected = grey.filter(LAPLACIAN)
+        assert _laplacian(grey).tobytes() == expected.tobytes()
+    assert ink.filter(LAPLACIAN).getextrema() == (0, 255)
+
+
 def test_well_made_photo_has_no_issue_a_high_score_and_rounded_measurements(tmp_path):
     images = by_name(evaluate(tmp_path, {"a_1.jpg": photo(7, side=1024)}))
     image = images["a_1.jpg"]
