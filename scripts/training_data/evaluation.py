@@ -134,6 +134,7 @@ class EvaluationBackend(Protocol):
 
 WORKING_SIDE = 256
 MAX_PIXELS = 64_000_000
+DECODE_BLOCK_MAX = 8 * 1024 * 1024
 READABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")  # JPEG includes multi-picture (MPO)
 NEAR_DUPLICATE_COLOUR_DISTANCE = 6.0
 LOCAL_BACKEND_VERSION = 1
@@ -226,8 +227,9 @@ def decode_working_image(data: bytes) -> tuple[Image.Image, int, int]:
                 f"decompression bomb refused: {width}x{height} pixels is over the "
                 f"{MAX_PIXELS:,}-pixel limit"
             )
-        # All bytes are in memory: one decoder call instead of one per 64 KiB (2% of a decode).
-        image.decodermaxblock = max(len(data), image.decodermaxblock)
+        # The bytes are in memory: one decoder call instead of one per 64 KiB (2% of a decode),
+        # in blocks of at most DECODE_BLOCK_MAX so a huge file is not copied whole once more.
+        image.decodermaxblock = min(max(len(data), image.decodermaxblock), DECODE_BLOCK_MAX)
         try:
             working, orientation = _decode_small(image)
         except Exception as error:  # Pillow's decoders raise many types on corrupt data
