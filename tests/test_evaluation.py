@@ -32,6 +32,7 @@ from training_data.evaluation import (
     ImageSample,
     Judgement,
     LocalBackend,
+    decode_working_image,
     evaluate_actor,
     make_backend,
 )
@@ -558,6 +559,27 @@ def test_backend_that_gives_no_category_fails_the_actor(tmp_path):
 
 
 # --- decoding details --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "working_size"), [((1000, 1500), (171, 256)), ((1600, 900), (256, 144))]
+)
+def test_tall_and_wide_jpegs_get_the_pixels_of_a_full_decode_box_averaged(size, working_size):
+    """Draft mode is asked for the working size itself (a portrait decodes at 1/4 scale, not 1/2):
+    the working image must still be what a full decode box-averaged to that size gives."""
+    picture = photo(23, side=max(size)).crop((0, 0, *size))
+    working, width, height = decode_working_image(jpeg_bytes(picture, quality=92))
+
+    assert (width, height) == size
+    assert working.size == working_size
+    reference = picture.resize(working_size, Image.Resampling.BOX)
+    difference = ImageChops.difference(working, reference).convert("L")
+    assert (
+        sum(i * n for i, n in enumerate(difference.histogram()))
+        / difference.width
+        / difference.height
+        < 3
+    )
 
 
 def test_backend_sees_a_small_working_image_and_thumbnails_are_made_from_it(tmp_path):
