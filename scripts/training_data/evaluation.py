@@ -403,11 +403,8 @@ class PixelStatistics:
         }
 
 
-def pixel_statistics(working: Image.Image, grey: Image.Image | None = None) -> PixelStatistics:
-    """``grey`` is the working image's "L" conversion when the caller already has it."""
-    if grey is None:
-        grey = working.convert("L")
-    histogram = grey.histogram()
+def pixel_statistics(grey: Image.Image, histogram: list[int]) -> PixelStatistics:
+    """Of the working image's "L" conversion and its histogram (the style classifier reads both)."""
     mean, std = _mean_and_std(histogram)
     p01, p99 = _percentiles(histogram, 0.01, 0.99)
     return PixelStatistics(
@@ -481,14 +478,15 @@ class LocalBackend:
 
     def _judge_one(self, sample: ImageSample) -> Judgement:
         grey = sample.working.convert("L")  # made once: the statistics and the classifier read it
-        stats = pixel_statistics(sample.working, grey)
+        levels = grey.histogram()
+        stats = pixel_statistics(grey, levels)
         measurements = stats.to_measurements()
         category = sample.trusted_type
         if category is None:
             # Imported here so the pixel checks work (and are testable) without the classifier.
             from training_data.style import classify_style
 
-            category, measurements["style"] = classify_style(sample.working, grey)
+            category, measurements["style"] = classify_style(sample.working, grey, levels)
         issues = quality_issues(stats, sample.width, sample.height, category, self.quality)
         score = quality_score(stats, sample.width, sample.height, issues, self.quality)
         return Judgement(category, score, issues, measurements)

@@ -2,13 +2,14 @@
 
 Two questions, answered in turn on the ~256 px working image:
 
-1. Is it monochrome? Colour that luminance explains (grey, sepia, cyanotype, any toned print) is
-   not colour: the chroma left once each luminance band's mean tint is removed decides.
-2. Is it a photograph? A three-feature logistic model on luminance: how much of the image is
+1. Is it a photograph? A three-feature logistic model on luminance: how much of the image is
    flat (fills, blank paper), how much sits in its two most populated grey-level bins
    (paper and ink), and how much is crisp thin strokes (outlines, hatching, screentone). A
    photograph has grain everywhere, spreads its luminance over many levels and has few such
    strokes. Luminance only, so a photo made grey scores exactly as its colour original does.
+2. If not, is it monochrome? Colour that luminance explains (grey, sepia, cyanotype, any toned
+   print) is not colour: the chroma left once each luminance band's mean tint is removed decides.
+   A photograph skips this question (and its cost).
 
 A photograph is `photorealistic` whatever its colour; anything else is `bw_stylized` when
 monochrome and `color_stylized` otherwise. The coefficients were fitted on the labelled real
@@ -62,17 +63,20 @@ _CLAMPED_RAMP = [0] * 256 + list(range(CHROMA_WINDOW)) + [CHROMA_WINDOW - 1] * 2
 
 
 def classify_style(
-    working: Image.Image, grey: Image.Image | None = None
+    working: Image.Image, grey: Image.Image | None = None, levels: list[int] | None = None
 ) -> tuple[str, dict[str, float]]:
     """The style of an RGB working image, and the rounded measurements the decision used.
 
-    ``grey`` is the working image's "L" conversion when the caller already has it.
+    ``grey`` and ``levels`` are the working image's "L" conversion and its histogram, when the
+    caller already has them. Chroma is measured only for an illustration: only there it decides.
     """
-    measurements = measure(working, grey)
+    rgb, grey, levels = _prepared(working, grey, levels)
+    measurements = _luminance_measurements(grey, levels)
     photo_probability = photo_likelihood(measurements)
     measurements["photo_probability"] = round(photo_probability, 3)
     if photo_probability >= 0.5:
         return "photorealistic", measurements
+    measurements["chroma"] = _chroma(rgb)
     if measurements["chroma"] < MONOCHROME_MAX_CHROMA:
         return "bw_stylized", measurements
     return "color_stylized", measurements
@@ -85,8 +89,8 @@ def photo_likelihood(measurements: dict[str, float]) -> float:
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, score))))
 
 
-def measure(working: Image.Image, grey: Image.Image | None = None) -> dict[str, float]:
-    """Every measurement the classifier reads, rounded so that they print and compare stably.
+def measure(working: Image.Image) -> dict[str, float]:
+    """Every measurement the classifier can read, rounded so that they print and compare stably.
 
     flat_share: pixels of the half-size image within FLAT_STEP of their right and lower
         neighbours (flat fills, blank paper); half size and a level of slack absorb grain.
@@ -95,15 +99,27 @@ def measure(working: Image.Image, grey: Image.Image | None = None) -> dict[str, 
         hatching); half size, so that mild blur or sharpening changes it little.
     chroma: colour left once luminance explains the tint (0 for grey and toned monochrome).
     """
+    rgb, grey, levels = _prepared(working, None, None)
+    return _luminance_measurements(grey, levels) | {"chroma": _chroma(rgb)}
+
+
+def _prepared(
+    working: Image.Image, grey: Image.Image | None, levels: list[int] | None
+) -> tuple[Image.Image, Image.Image, list[int]]:
+    """RGB, grey and grey histogram; a tiny image enlarged so that the 3x3 filter has room."""
     rgb = working if working.mode == "RGB" else working.convert("RGB")
     if min(rgb.size) < MIN_SIDE:
         rgb = rgb.resize((max(MIN_SIDE, rgb.width), max(MIN_SIDE, rgb.height)), Image.NEAREST)
         grey = None
-    # The exact grey a photo made grey has, so both score the same.
-    luma = grey if grey is not None else rgb.convert("L")
-    levels = luma.histogram()
+    if grey is None:
+        grey = rgb.convert("L")  # the exact grey a photo made grey has, so both score the same
+        levels = None
+    return rgb, grey, levels if levels is not None else grey.histogram()
+
+
+def _luminance_measurements(grey: Image.Image, levels: list[int]) -> dict[str, float]:
     bins = sorted((sum(levels[i : i + PEAK_BIN]) for i in range(0, 256, PEAK_BIN)), reverse=True)
-    half = _reduced(luma, 2)
+    half = _reduced(grey, 2)
     steps = _steps(half).histogram()
     # Filtered as 32-bit integers, clipped back to 0-255: the 8-bit filter's pixels, at half cost.
     laplacian = half.convert("I").filter(_LAPLACIAN).convert("L").histogram()
@@ -111,9 +127,12 @@ def measure(working: Image.Image, grey: Image.Image | None = None) -> dict[str, 
         "flat_share": sum(steps[: FLAT_STEP + 1]) / sum(steps),
         "luma_peak": (bins[0] + bins[1]) / sum(levels),
         "stroke_share": _tail_share(laplacian, STROKE_LAPLACIAN),
-        "chroma": _chroma_beyond_tint(_reduced(rgb, CHROMA_REDUCTION).convert("YCbCr")),
     }
     return {name: round(value, 4) for name, value in values.items()}
+
+
+def _chroma(rgb: Image.Image) -> float:
+    return round(_chroma_beyond_tint(_reduced(rgb, CHROMA_REDUCTION).convert("YCbCr")), 4)
 
 
 def _reduced(image: Image.Image, factor: int) -> Image.Image:
