@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -687,3 +689,23 @@ def test_a_body_without_content_length_is_capped_while_streaming(
     message = fail_download(actor, session, capped)
 
     assert message == f"Failed to download image x.jpg: larger than {capped.max_bytes} bytes"
+
+
+@pytest.mark.parametrize(
+    ("code", "raised"),
+    [(errno.ENOSPC, FatalRunError), (errno.EDQUOT, FatalRunError), (errno.EACCES, ActorError)],
+)
+def test_a_full_disk_or_quota_stops_the_run_other_write_errors_fail_the_actor(
+    tmp_path, monkeypatch, code, raised
+):
+    """A full disk (or an exhausted quota) would fail every actor alike; a tmp folder cannot be
+    filled portably, so the OS error is raised where the write happens."""
+    actor = make_actor(tmp_path, "0001_a", manifest={"images": {}})
+
+    def failing_write(path, document):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr("training_data.dataset.write_json_atomic", failing_write)
+    with pytest.raises(raised):
+        write_manifest(actor, {"images": {}})
+    assert json.loads(actor.manifest_path.read_text()) == {"images": {}}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
@@ -26,7 +25,7 @@ from urllib3.util.retry import Retry
 
 from training_data.atomic import write_bytes_atomic, write_json_atomic
 from training_data.config import DownloadConfig
-from training_data.errors import ActorError, FatalRunError, UsageError
+from training_data.errors import ActorError, FatalRunError, UsageError, is_disk_full
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -196,7 +195,7 @@ def write_manifest(actor: Actor, manifest: dict[str, Any]) -> None:
     try:
         write_json_atomic(actor.manifest_path, manifest)
     except OSError as error:
-        if error.errno == errno.ENOSPC:
+        if is_disk_full(error):
             raise FatalRunError(f"disk full: cannot write {actor.manifest_path}") from None
         raise ActorError(
             f"cannot write manifest.json of {actor.name}: {_os_reason(error)}"
@@ -557,7 +556,7 @@ def _save_download(path: Path, body: bytes) -> None:
     try:
         write_bytes_atomic(path, body)
     except OSError as error:
-        if error.errno == errno.ENOSPC:
+        if is_disk_full(error):
             raise FatalRunError(f"disk full: cannot save {path}") from None
         raise ActorError(
             f"Failed to download image {path.name}: cannot save it ({_os_reason(error)})"

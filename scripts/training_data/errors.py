@@ -1,5 +1,10 @@
 """The three ways a problem can end: one actor, the whole run, or the command line."""
 
+import errno
+
+# A full disk or an exhausted quota fails every actor alike, so either one stops the run.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
 
 class ActorError(Exception):
     """Fails one actor; the message is recorded in progress.json as its error."""
@@ -11,3 +16,7 @@ class FatalRunError(Exception):
 
 class UsageError(Exception):
     """Something the user asked for that cannot be done as asked: one line, exit 2."""
+
+
+def is_disk_full(error: OSError) -> bool:
+    return error.errno in DISK_FULL_ERRNOS

@@ -64,7 +64,7 @@ from training_data.dataset import (
     sidecars_of,
     write_manifest,
 )
-from training_data.errors import ActorError, FatalRunError
+from training_data.errors import ActorError, FatalRunError, is_disk_full
 from training_data.generation import GenerationRequest, Generator
 from training_data.plan import Plan
 
@@ -679,7 +679,7 @@ def _disk_errors(actor: Actor) -> Iterator[None]:
 
 
 def _raise_for_disk(error: OSError, doing: str) -> None:
-    if error.errno == errno.ENOSPC:
+    if is_disk_full(error):
         raise FatalRunError(f"disk full: {doing}") from None
     raise ActorError(f"{doing}: {error.strerror or error}") from None
 

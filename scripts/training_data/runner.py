@@ -8,7 +8,6 @@ printed, and the process exits at once without waiting for network calls still u
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from training_data.config import Config, result_settings
 from training_data.dataset import Actor, find_actors
-from training_data.errors import ActorError, FatalRunError
+from training_data.errors import ActorError, FatalRunError, is_disk_full
 from training_data.pipeline import ActorOutcome, RunContext, process_actor
 from training_data.progress import (
     ProgressTracker,
@@ -36,7 +35,6 @@ RULE = "=" * 70
 EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_FOR_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 WAIT_STEP = 0.1
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 T = TypeVar("T")
 
 
@@ -277,7 +275,7 @@ class BatchRun:
                 except ActorError as error:
                     self._fail(tracker, tally, name, str(error))
                 except OSError as error:
-                    if error.errno in DISK_FULL:
+                    if is_disk_full(error):
                         return self._fatal(tracker, name, f"disk full: {error}")
                     self._fail(tracker, tally, name, f"{type(error).__name__}: {error}")
                 else:
@@ -351,7 +349,7 @@ def run_single(config: Config, actor: Actor, output_dir: Path, *, execute: bool)
             say(f"\n⚠️  Stopped by {signal.Signals(stopped.signum).name}; {actor.name} unfinished.")
             exit_now(EXIT_FOR_SIGNAL[signal.Signals(stopped.signum)])
         except OSError as error:
-            if error.errno in DISK_FULL:
+            if is_disk_full(error):
                 raise FatalRunError(f"disk full: {error}") from None
             say(f"  FAILED: {type(error).__name__}: {error}")
             return EXIT_ACTOR_FAILED
