@@ -19,6 +19,7 @@ from training_data.report import (
     evaluation_document,
     format_stats,
     render_sheet,
+    sheet_header,
     tile_label,
     write_composite,
     write_evaluation_json,
@@ -364,8 +365,11 @@ def test_composite_is_a_jpeg_sheet_in_number_order_with_removals_marked(tmp_path
     with Image.open(path) as sheet:
         assert sheet.format == "JPEG"
         sheet = sheet.convert("RGB")
-    expected = render_sheet([SheetTile(n, None, "", False) for n in range(1, 23)])
-    assert sheet.size == expected.size  # 22 tiles: 5 columns, 5 rows
+    tiles = render_sheet([SheetTile(n, None, "", False) for n in range(1, 23)])
+    header = sheet.height - tiles.height
+    assert sheet.width == tiles.width and 0 < header < 60  # 22 tiles: 5 columns, 5 rows
+    assert _dark_pixels(sheet.crop((0, 0, sheet.width, header))) > 100  # the header line
+    sheet = sheet.crop((0, header, sheet.width, sheet.height))
     removed = {removal.number for removal in plan.removals}
     assert removed >= {2, 5}
     for number in range(1, 23):
@@ -380,6 +384,25 @@ def test_composite_is_a_jpeg_sheet_in_number_order_with_removals_marked(tmp_path
     assert all(abs(c - 90) < 12 for c in bw_cell.getpixel((bw_cell.width // 2, 80)))
     red, green, blue = color_cell.getpixel((color_cell.width // 2, 80))
     assert green > 130 and red < 70 and blue < 90
+
+
+def _dark_pixels(image: Image.Image) -> int:
+    return sum(image.convert("L").histogram()[:80])
+
+
+def test_sheet_header_names_the_actor_counts_against_target_and_state():
+    plan = make_plan(_over_target_actor().images, Config().target)
+    header = sheet_header("0001_demo_actor", plan, "rebalanced")
+    counts = "  ".join(f"{c} {plan.counts[c]}/{n}" for c, n in plan.targets.items())
+    assert header == f"0001_demo_actor   {counts}   rebalanced"
+
+
+def test_remove_tile_carries_its_reason():
+    plain = render_sheet([SheetTile(1, _photo((40, 90, 160)), "x", True)], tile_side=TILE_SIDE)
+    reason = render_sheet(
+        [SheetTile(1, _photo((40, 90, 160)), "x", True, "dup of #3")], tile_side=TILE_SIDE
+    )
+    assert _red_pixels(reason) > 0 and plain.tobytes() != reason.tobytes()
 
 
 def test_tile_labels_show_category_and_score():

@@ -6,6 +6,7 @@ Run as ``evaluate-and-balance`` or ``python scripts/training_data/evaluate_and_b
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from collections.abc import Iterator
@@ -19,12 +20,17 @@ if __package__ in (None, ""):  # run as a script: make the package importable
 from training_data.config import ConfigError, load_config
 from training_data.dataset import DatasetError, find_actors, select_actor
 from training_data.errors import ActorError, FatalRunError, UsageError
-from training_data.progress import ProgressError, ProgressTracker, format_progress_summary
+from training_data.progress import (
+    ProgressError,
+    ProgressTracker,
+    format_progress_summary,
+    progress_summary,
+)
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_OUTPUT_DIR = Path("debug/training_data_evaluation")
 PROG = "evaluate-and-balance"
-ACTIONS = ("all", "actor_id", "show_progress", "reset_progress", "restore", "stats")
+ACTIONS = ("all", "actor_id", "show_progress", "reset_progress", "restore", "stats", "report")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -46,6 +52,11 @@ def build_parser() -> OneLineParser:
     action.add_argument("--reset-progress", action="store_true", help="clear progress and exit")
     action.add_argument("--restore", metavar="ACTOR", help="undo the last execute run's removals")
     action.add_argument("--stats", action="store_true", help="dataset statistics, no evaluation")
+    action.add_argument(
+        "--report",
+        action="store_true",
+        help="rebuild <output-dir>/report/ from the evaluation JSONs, evaluating nothing",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="evaluate and plan only (default)")
     mode.add_argument("--execute", action="store_true", help="apply each plan")
@@ -59,6 +70,7 @@ def build_parser() -> OneLineParser:
     )
     parser.add_argument("--config", type=Path, help="TOML config file")
     parser.add_argument("--demo", action="store_true", help="use the generated demo dataset")
+    parser.add_argument("--json", action="store_true", help="with --show-progress: one JSON object")
     return parser
 
 
@@ -68,9 +80,11 @@ def check_combination(args: argparse.Namespace) -> str:
     if len(chosen) != 1:
         raise UsageError(
             "choose exactly one of --all, --actor-id, --show-progress, --reset-progress, "
-            "--restore, --stats"
+            "--restore, --stats, --report"
         )
     action = chosen[0]
+    if args.json and action != "show_progress":
+        raise UsageError("--json goes with --show-progress")
     if action != "all" and (args.resume or args.no_resume or args.retry_failed):
         raise UsageError("--resume, --no-resume and --retry-failed go with --all")
     if action not in ("all", "actor_id") and (args.dry_run or args.execute):
@@ -108,7 +122,9 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     config = load_config(args.config)
     data_dir, output_dir = resolve_folders(args)
     if action == "show_progress":
-        return show_progress(output_dir)
+        return show_progress(output_dir, as_json=args.json)
+    if action == "report":
+        return rebuild_report(data_dir, output_dir, argv)
     if action == "reset_progress":
         return reset_progress(output_dir, argv)
     if action == "stats":
@@ -146,12 +162,32 @@ def locked(output_dir: Path, argv: list[str]) -> Iterator[ProgressTracker]:
         tracker.unlock()
 
 
-def show_progress(output_dir: Path) -> int:
+def show_progress(output_dir: Path, *, as_json: bool = False) -> int:
     state = ProgressTracker(output_dir).read()
+    if as_json:
+        summary = None if state is None else progress_summary(state)
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0
     if state is None:
         print(f"No progress recorded yet in {output_dir / 'progress.json'}.")
         return 0
     print(format_progress_summary(state))
+    return 0
+
+
+def rebuild_report(data_dir: Path, output_dir: Path, argv: list[str]) -> int:
+    """``--report``: the review site again from what earlier runs wrote; nothing is evaluated."""
+    from training_data.review_site import REPORT_DIR, ReviewSite
+
+    if not output_dir.is_dir():
+        raise UsageError(f"no results to report in {output_dir} (run --all first)")
+    with locked(output_dir, argv) as tracker:
+        state = tracker.read()
+        failures = {} if state is None else {n: e["error"] for n, e in state.failed.items()}
+        skips = {} if state is None else {n: s["reason"] for n, s in state.skipped.items()}
+        known_data = data_dir if data_dir.is_dir() else None
+        site = ReviewSite.rebuild(output_dir, failures, skips, known_data)
+    print(f"Report of {len(site.rows)} actors: {output_dir / REPORT_DIR / 'index.html'}")
     return 0
 
 

@@ -33,6 +33,7 @@ from training_data.execute import ExecutionResult, apply_plan, recover
 from training_data.generation import Generator, make_generator
 from training_data.plan import Plan, make_plan
 from training_data.report import evaluation_document, write_composite, write_evaluation_json
+from training_data.review_site import ReviewSite, actor_state
 
 NO_IMAGES = "no training images"
 
@@ -49,9 +50,12 @@ class RunContext:
     cache: EvaluationCache
     generator: Generator | None
     run_timestamp: str
+    review: ReviewSite
 
     @classmethod
-    def create(cls, config: Config, output_dir: Path, *, execute: bool) -> RunContext:
+    def create(
+        cls, config: Config, output_dir: Path, *, execute: bool, data_dir: Path | None = None
+    ) -> RunContext:
         session = make_session(config.download)
         return cls(
             config=config,
@@ -62,6 +66,7 @@ class RunContext:
             cache=EvaluationCache(output_dir / "cache"),
             generator=make_generator(config.generator, session) if execute else None,
             run_timestamp=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+            review=ReviewSite.open(output_dir, data_dir),
         )
 
 
@@ -90,6 +95,7 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
     recovered = recover(actor)  # finish what an interrupted execute left half done
     images = load_training_images(actor, context.session, context.config.download)
     if not images:
+        context.review.record_skipped(actor.name, NO_IMAGES)
         return ActorOutcome(skipped_reason=NO_IMAGES, lines=[f"  skipped: {NO_IMAGES}"])
     evaluation = evaluate_actor(images, context.config, context.backend, context.cache)
     plan = make_plan(evaluation.images, context.config.target)
@@ -98,12 +104,14 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
         cache_hits=evaluation.evaluator.get("cache_hits", 0),
         lines=[f"  {message}" for message in recovered] + describe_plan(plan),
     )
-    write_composite(context.output_dir, actor.name, evaluation, plan)
     execution_record: dict[str, Any] | None = None
     if context.execute and not plan.is_balanced:
         execution_record = _apply(actor, images, evaluation, plan, context, outcome)
     document = evaluation_document(actor.name, evaluation, plan, context.config, execution_record)
+    state, _reason = actor_state(document)
+    write_composite(context.output_dir, actor.name, evaluation, plan, state)
     write_evaluation_json(context.output_dir, actor.name, document)
+    context.review.update_actor(document, evaluation.thumbnails)
     return outcome
 
 

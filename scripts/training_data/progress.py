@@ -374,6 +374,25 @@ def format_progress_summary(state: ProgressState) -> str:
     return "\n".join(lines)
 
 
+def progress_summary(state: ProgressState) -> dict[str, Any]:
+    """The PROGRESS SUMMARY's figures as one object (``--show-progress --json``), for scripts."""
+    return {
+        "mode": state.mode,
+        "started_at": state.started_at,
+        "last_updated": state.last_updated,
+        "total": state.total_count,
+        "completed": state.completed_in_run,
+        "failed": state.failed_in_run,
+        "skipped": state.skipped_in_run,
+        "remaining": state.remaining,
+        "percent_complete": round(state.percent_complete, 1),
+        "current_actor": state.current_actor,
+        "not_found": len(state.missing_actors),
+        "failed_actors": [{"actor_id": name, **entry} for name, entry in state.failed.items()],
+        "skipped_actors": [{"actor_id": name, **entry} for name, entry in state.skipped.items()],
+    }
+
+
 def format_resuming_block(state: ProgressState, remaining: int) -> str:
     return "\n".join(
         [

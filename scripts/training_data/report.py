@@ -35,6 +35,7 @@ class SheetTile:
     image: Image.Image | None
     label: str
     marked: bool
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,13 @@ class _Geometry:
         return self.tile_side + self.caption_height + 2 * self.padding
 
 
-def render_sheet(tiles: Sequence[SheetTile], columns: int = 5, tile_side: int = 200) -> Image.Image:
+def render_sheet(
+    tiles: Sequence[SheetTile], columns: int = 5, tile_side: int = 200, header: str = ""
+) -> Image.Image:
     """Lay tiles out row by row: number over each thumbnail, label under it, removals in red.
 
-    The sheet is always ``columns`` cells wide, so sheets of different actors line up.
+    The sheet is always ``columns`` cells wide, so sheets of different actors line up. A
+    ``header`` (actor, counts, state) goes on a line above the tiles: sheets are shared alone.
     """
     if columns < 1 or tile_side < 32:
         raise ValueError(
@@ -78,12 +82,17 @@ def render_sheet(tiles: Sequence[SheetTile], columns: int = 5, tile_side: int = 
         )
     geometry = _Geometry.for_side(tile_side)
     rows = max(1, math.ceil(len(tiles) / columns))
-    sheet = Image.new(
-        "RGB", (columns * geometry.cell_width, rows * geometry.cell_height), SHEET_BACKGROUND
-    )
+    header_height = geometry.caption_height + geometry.padding if header else 0
+    width = columns * geometry.cell_width
+    sheet = Image.new("RGB", (width, header_height + rows * geometry.cell_height), SHEET_BACKGROUND)
+    if header:
+        draw = ImageDraw.Draw(sheet)
+        font = _fitting_font(header, width - 2 * geometry.padding, geometry.font_size)
+        text = _shortened(header, width - 2 * geometry.padding, font)
+        draw.text((geometry.padding, geometry.padding), text, fill=TEXT_COLOR, font=font)
     for index, tile in enumerate(tiles):
         row, column = divmod(index, columns)
-        origin = (column * geometry.cell_width, row * geometry.cell_height)
+        origin = (column * geometry.cell_width, header_height + row * geometry.cell_height)
         _draw_cell(sheet, origin, tile, geometry)
     return sheet
 
@@ -97,7 +106,7 @@ def _draw_cell(
     sheet.paste(_thumbnail(tile.image, geometry), (box_left, box_top))
     draw = ImageDraw.Draw(sheet)
     if tile.marked:
-        _mark_for_removal(draw, (box_left, box_top), geometry)
+        _mark_for_removal(draw, (box_left, box_top), geometry, tile.reason)
     _draw_number(draw, (box_left, box_top), tile.number, geometry)
     label_font = _fitting_font(tile.label, side, geometry.font_size)
     label = _shortened(tile.label, side, label_font)
@@ -124,20 +133,23 @@ def _thumbnail(image: Image.Image | None, geometry: _Geometry) -> Image.Image:
 
 
 def _mark_for_removal(
-    draw: ImageDraw.ImageDraw, corner: tuple[int, int], geometry: _Geometry
+    draw: ImageDraw.ImageDraw, corner: tuple[int, int], geometry: _Geometry, reason: str = ""
 ) -> None:
-    """A thick red frame plus a red band reading REMOVE, visible even at thumbnail size."""
+    """A thick red frame plus a red band reading REMOVE (and why), visible at thumbnail size."""
     left, top = corner
     side = geometry.tile_side
     right, bottom = left + side - 1, top + side - 1
     draw.rectangle((left, top, right, bottom), outline=REMOVE_RED, width=geometry.border)
+    text = f"REMOVE: {reason}" if reason else "REMOVE"
+    width = side - 2 * geometry.border
+    font = _fitting_font(text, width, geometry.font_size)
+    text = _shortened(text, width, font)
     band_height = geometry.font_size + geometry.border * 2
     band_top = bottom - band_height + 1
     draw.rectangle((left, band_top, right, bottom), fill=REMOVE_RED)
-    font = _font(geometry.font_size)
     draw.text(
         (left + side / 2, band_top + band_height / 2),
-        "REMOVE",
+        text,
         fill=(255, 255, 255),
         font=font,
         anchor="mm",
@@ -232,27 +244,64 @@ def write_evaluation_json(output_dir: Path, actor_name: str, document: dict[str,
 
 
 def write_composite(
-    output_dir: Path, actor_name: str, evaluation: ActorEvaluation, plan: Plan
+    output_dir: Path, actor_name: str, evaluation: ActorEvaluation, plan: Plan, state: str = ""
 ) -> Path:
-    """Replace ``<actor>_composite.jpg``: the review sheet of SPEC §10, removals marked."""
+    """Replace ``<actor>_composite.jpg``: the review sheet of SPEC §10, removals marked with
+    their reason, under a header line with the actor, its counts against the target and state."""
     images = _in_number_order(evaluation.images)
     _check_plan_matches(images, plan)
-    removed = {removal.number for removal in plan.removals}
+    removed = {removal.number: removal.reason for removal in plan.removals}
+    numbers = {image.filename: image.number for image in images}
     tiles = [
         SheetTile(
             number=image.number,
             image=evaluation.thumbnails.get(image.number),
             label=tile_label(image),
             marked=image.number in removed,
+            reason=short_reason(removed[image.number], numbers, image.issues)
+            if image.number in removed
+            else "",
         )
         for image in images
     ]
     buffer = io.BytesIO()
-    render_sheet(tiles).save(buffer, "JPEG", quality=COMPOSITE_JPEG_QUALITY)
+    header = sheet_header(actor_name, plan, state)
+    render_sheet(tiles, header=header).save(buffer, "JPEG", quality=COMPOSITE_JPEG_QUALITY)
     path = Path(output_dir) / f"{actor_name}_composite.jpg"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, buffer.getvalue())
     return path
+
+
+def sheet_header(actor_name: str, plan: Plan, state: str) -> str:
+    """``<actor>  photorealistic 10/13  bw_stylized 4/4 ...  rebalanced``."""
+    counts = "  ".join(
+        f"{category} {plan.counts.get(category, 0)}/{wanted}"
+        for category, wanted in plan.targets.items()
+    )
+    return "   ".join(part for part in (actor_name, counts, state) if part)
+
+
+def short_reason(reason: str, numbers: Mapping[Any, Any], issues: Sequence[str] = ()) -> str:
+    """A plan's removal reason in a few words for a tile: ``dup of #3``, ``too dark``, ``surplus``.
+
+    ``numbers`` maps file names to image numbers; ``issues`` are the image's defects, which
+    explain a surplus removal (the lowest quality goes first).
+    """
+    parts = []
+    for part in reason.split(", "):
+        if part.startswith("duplicate of "):
+            kept = part.removeprefix("duplicate of ")
+            number = numbers.get(kept)
+            parts.append(f"dup of #{number}" if number is not None else "duplicate")
+        elif part.startswith("surplus"):
+            defects = [issue.replace("_", " ") for issue in issues if issue != "duplicate"]
+            parts.append("surplus" + (f" ({', '.join(defects)})" if defects else ""))
+        elif part.endswith("is not in the target mix"):
+            parts.append("not in mix")
+        else:
+            parts.append(part.replace("_", " "))
+    return ", ".join(parts)
 
 
 def tile_label(image: ImageEvaluation) -> str:

@@ -220,7 +220,9 @@ class BatchRun:
 
     def _run_locked(self, actors: list[Actor], tracker: ProgressTracker) -> int:
         # A missing key or token stops here, before progress records a run that cannot start.
-        context = RunContext.create(self.config, self.output_dir, execute=self.execute)
+        context = RunContext.create(
+            self.config, self.output_dir, execute=self.execute, data_dir=self.data_dir
+        )
         previous = tracker.read() if self.resume else None
         mode = "execute" if self.execute else "dry_run"
         names = [actor.name for actor in actors]
@@ -269,20 +271,25 @@ class BatchRun:
                 try:
                     outcome = stop.run(lambda actor=actor: process_actor(actor, context))
                 except Stopped as stopped:
+                    finish_report(context)
                     return self._stopped(tracker, stopped.signum)
                 except FatalRunError as fatal:
+                    finish_report(context)
                     return self._fatal(tracker, name, str(fatal))
                 except ActorError as error:
-                    self._fail(tracker, tally, name, str(error))
+                    self._fail(tracker, tally, name, str(error), context)
                 except OSError as error:
                     if is_disk_full(error):
+                        finish_report(context)
                         return self._fatal(tracker, name, f"disk full: {error}")
-                    self._fail(tracker, tally, name, f"{type(error).__name__}: {error}")
+                    self._fail(tracker, tally, name, f"{type(error).__name__}: {error}", context)
                 else:
                     self._record(tracker, tally, name, outcome)
                 if not self.data_dir.is_dir():
+                    finish_report(context)
                     return self._fatal(tracker, name, f"data folder {self.data_dir} disappeared")
                 bar.update(1)
+        finish_report(context)
         tracker.close()
         usage = context.backend.usage() | {"backend": context.backend.name}
         say(format_final_summary(tally, self.execute, usage))
@@ -303,10 +310,13 @@ class BatchRun:
         tally.count(outcome)
 
     @staticmethod
-    def _fail(tracker: ProgressTracker, tally: SessionTally, name: str, error: str) -> None:
+    def _fail(
+        tracker: ProgressTracker, tally: SessionTally, name: str, error: str, context: RunContext
+    ) -> None:
         say(f"  FAILED: {error}")
         tracker.mark_failed(name, error)
         tally.count_failure(name, error)
+        report_failure(context, name, error)
 
     @staticmethod
     def _stopped(tracker: ProgressTracker, signum: int) -> NoReturn:
@@ -334,10 +344,27 @@ class BatchRun:
         return EXIT_USAGE
 
 
+def finish_report(context: RunContext) -> None:
+    """The review report's CSVs, written once at the end (and on any stop) of a run."""
+    try:
+        context.review.write_tables()
+    except OSError as problem:
+        say(f"report tables not updated: {problem.strerror or problem}")
+
+
+def report_failure(context: RunContext, name: str, error: str) -> None:
+    """Show the failure in the review report; a report that cannot be written stops nothing."""
+    try:
+        context.review.record_failure(name, error)
+    except OSError as problem:
+        say(f"  report not updated: {problem.strerror or problem}")
+
+
 def run_single(config: Config, actor: Actor, output_dir: Path, *, execute: bool) -> int:
     """``--actor-id``: one actor, no progress tracking."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    context = RunContext.create(config, output_dir, execute=execute)
+    data_dir = actor.folder.parent.parent
+    context = RunContext.create(config, output_dir, execute=execute, data_dir=data_dir)
     say(RULE)
     say(f"Processing actor: {actor.name} ({'execute' if execute else 'dry-run'})")
     say(RULE)
@@ -352,11 +379,16 @@ def run_single(config: Config, actor: Actor, output_dir: Path, *, execute: bool)
             if is_disk_full(error):
                 raise FatalRunError(f"disk full: {error}") from None
             say(f"  FAILED: {type(error).__name__}: {error}")
+            report_failure(context, actor.name, f"{type(error).__name__}: {error}")
+            finish_report(context)
             return EXIT_ACTOR_FAILED
         except ActorError as error:
             say(f"  FAILED: {error}")
+            report_failure(context, actor.name, str(error))
+            finish_report(context)
             return EXIT_ACTOR_FAILED
     for line in outcome.lines:
         say(line)
+    finish_report(context)
     say(f"Results in {output_dir}")
     return EXIT_OK
