@@ -894,6 +894,7 @@ function compare(a, b) {
   return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }
 function bars(row) {
+  if (!Object.keys(row.target).length) return el("span", {className: "meta", textContent: "-"});
   const box = el("div", {className: "bars"});
   box.title = row.after_execute ? "after execute" : "as evaluated";
   for (const c of data.categories) {

@@ -1,0 +1,73 @@
+"""--report, --show-progress --json and the report a run leaves, through the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from conftest import read_progress, run_cli
+
+from training_data.review_site import read_index_data
+
+
+def _rows(output) -> dict[str, dict]:
+    data = read_index_data((output / "report" / "data" / "index.js").read_bytes())
+    return {row["name"]: row for row in data["rows"]}
+
+
+def test_a_run_leaves_the_report_and_report_rebuilds_it_without_evaluating(make_dataset, tmp_path):
+    data, output = make_dataset(2), tmp_path / "out"
+    (data / "actors" / "0009_empty" / "training_data").mkdir(parents=True)
+    run = run_cli("--all", "--data-dir", data, "--output-dir", output, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    rows = _rows(output)
+    assert {name: row["state"] for name, row in rows.items()} == {
+        "0000_actor": "balanced",
+        "0001_actor": "balanced",
+        "0009_empty": "skipped",
+    }
+    thumbs = sorted((output / "report" / "thumbs").rglob("*.jpg"))
+    assert len(thumbs) == 40
+    actors_csv = (output / "report" / "actors.csv").read_text()
+    assert [line["actor"] for line in csv.DictReader(io.StringIO(actors_csv))] == list(rows)
+    evaluations = {path: path.stat().st_mtime_ns for path in output.glob("*_evaluation.json")}
+    thumb_times = [path.stat().st_mtime_ns for path in thumbs]
+    (output / "report" / "data" / "index.js").unlink()
+    (output / "report" / "images.csv").unlink()
+    rebuilt = run_cli("--report", "--data-dir", data, "--output-dir", output, cwd=tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout.startswith("Report of 3 actors: ")
+    assert _rows(output).keys() == rows.keys()
+    assert _rows(output)["0009_empty"]["reason"] == "no training images"
+    assert {path: path.stat().st_mtime_ns for path in evaluations} == evaluations
+    assert [path.stat().st_mtime_ns for path in thumbs] == thumb_times  # reused, not redone
+    images_csv = (output / "report" / "images.csv").read_text()
+    assert len(list(csv.DictReader(io.StringIO(images_csv)))) == 40
+
+
+def test_report_of_a_folder_without_results_is_one_line(tmp_path):
+    result = run_cli("--report", "--output-dir", tmp_path / "nothing", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no results to report" in result.stderr
+
+
+def test_show_progress_json_is_one_object(make_dataset, tmp_path):
+    data, output = make_dataset(2), tmp_path / "out"
+    before = run_cli("--show-progress", "--json", "--output-dir", output, cwd=tmp_path)
+    assert json.loads(before.stdout) is None
+    run_cli("--all", "--data-dir", data, "--output-dir", output, cwd=tmp_path)
+    result = run_cli("--show-progress", "--json", "--output-dir", output, cwd=tmp_path)
+    assert result.returncode == 0
+    summary = json.loads(result.stdout)
+    progress = read_progress(output)
+    assert summary["total"] == progress["total_count"] == 2
+    assert (summary["completed"], summary["failed"], summary["remaining"]) == (2, 0, 0)
+    assert summary["percent_complete"] == 100.0
+    assert summary["started_at"] == progress["started_at"]
+
+
+def test_json_goes_with_show_progress_only(tmp_path):
+    result = run_cli("--stats", "--json", "--data-dir", tmp_path, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--json goes with --show-progress" in result.stderr
