@@ -228,6 +228,7 @@ def test_execute_run_shows_where_files_went_and_how_to_restore(tmp_path):
     document = _document(name="o'neil", execution=execution)
     page = actor_page(actor_row(document, "o'neil"), document, tmp_path / "data")
     assert "removed/run/img_2.jpg" in page and "gen_1.png" in page
+    assert "after execute: photorealistic <b>1</b> / 2" in page
     assert "evaluate-and-balance --restore &#x27;o&#x27;&quot;&#x27;&quot;&#x27;neil&#x27;" in page
     assert str(tmp_path / "data") in page
 

@@ -405,6 +405,12 @@ def _summary(row: Mapping[str, Any], document: Mapping[str, Any]) -> list[str]:
         f"<li>{_e(c)}: <b>{_e(counts.get(c, 0))}</b> / {_e(n)}</li>" for c, n in target.items()
     )
     when = _e(document.get("evaluated_at", ""))
+    after = ((document.get("execution") or {}).get("after") or {}).get("counts")
+    if isinstance(after, dict):
+        cells += " <li>after execute: " + ", ".join(
+            f"{_e(c)} <b>{_e(after.get(c, 0))}</b> / {_e(n)}" for c, n in target.items()
+        )
+        cells += "</li>"
     return [
         f'<ul class="counts">{cells}</ul>',
         f'<p class="meta">{row["images"]} images, evaluated {when}. Planned: remove '
@@ -490,7 +496,8 @@ def _execution(actor: str, execution: Any, data_dir: Path | None) -> list[str]:
         parts.append(f"<p>Generated: {_e(names)}</p>")
     unfulfilled = execution.get("unfulfilled") or {}
     if unfulfilled:
-        parts.append(f"<p>Not generated: {_e(json.dumps(unfulfilled, ensure_ascii=False))}</p>")
+        missing = ", ".join(f"{count} {category}" for category, count in unfulfilled.items())
+        parts.append(f"<p>Not generated: {_e(missing)}</p>")
     for message in execution.get("messages") or []:
         parts.append(f'<p class="meta">{_e(message)}</p>')
     if execution.get("removed"):
