@@ -16,8 +16,11 @@ Files (all replaced atomically: a temp file in the same folder, then ``os.replac
 Scale: ``ReviewSite`` keeps each actor's encoded index row and CSV lines in memory, so updating
 one actor re-encodes that actor only and joins the rest as bytes. The report is derived data
 (``--report`` rebuilds it from the evaluation JSONs), so its files are replaced atomically but not
-fsynced: a crash may lose the last update, never show half a page. ``scripts/bench_report.py``
-measures an update at 10,000 actors.
+fsynced: a crash may lose the last update, never show half a page (fsync and ext4's flush on
+rename-over cost 1-5 ms a file here). ``scripts/bench_report.py`` at 10,000 actors x 20 images:
+an update costs 11.8 ms median (18.4 ms slowest) with the thumbnails already there, 36.7 ms with
+20 new ones; opening the site at a run's start ~1 s; ``--report`` ~34 s. In headless Chromium the
+10,000-actor index loads in ~1.1 s, a filter or a sort re-renders in 30-110 ms.
 
 Every name reaches a page as text: the actor pages escape it (``html.escape``), the index sets it
 with ``textContent``, and ``data/index.js`` escapes ``<`` so no string can close its script.
