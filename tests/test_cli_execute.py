@@ -39,7 +39,14 @@ def build(make_dataset, tmp_path: Path) -> Path:
     return data_dir
 
 
-def check_nothing_lost(data_dir: Path, before: dict[str, dict[str, str]]) -> None:
+def check_nothing_lost(
+    data_dir: Path, before: dict[str, dict[str, str]], *, settled: bool = True
+) -> None:
+    """Every file still somewhere; once recovery has run (``settled``), the manifest agrees.
+
+    Right after a kill an unsettled removal journal may still name files the manifest lists:
+    the next run's recovery finishes it, so the manifest is only checked once settled.
+    """
     for name, hashes in before.items():
         actor_dir = data_dir / "actors" / name
         after = file_hashes(actor_dir)
@@ -49,6 +56,8 @@ def check_nothing_lost(data_dir: Path, before: dict[str, dict[str, str]]) -> Non
             path = actor_dir / relative
             if path.suffix == ".txt":
                 assert any(path.with_suffix(s).exists() for s in (".jpg", ".png")), path
+        if not settled:
+            continue
         manifest = json.loads((actor_dir / "training_data" / "manifest.json").read_text())
         for filename in manifest["images"]:
             assert (actor_dir / "training_data" / filename).is_file(), filename
@@ -67,7 +76,7 @@ def test_execute_killed_at_random_then_resumed_converges(make_dataset, tmp_path)
         time.sleep(rng.uniform(0.5, 3.0))
         process.kill()
         process.communicate(timeout=10)
-        check_nothing_lost(data_dir, before)
+        check_nothing_lost(data_dir, before, settled=False)
     final = run_cli(*args, cwd=tmp_path)
     assert final.returncode == 0, final.stdout + final.stderr
     assert read_progress(out)["completed_count"] == 3
@@ -80,8 +89,13 @@ def test_execute_killed_at_random_then_resumed_converges(make_dataset, tmp_path)
     assert counts == {"photorealistic": 13, "bw_stylized": 4, "color_stylized": 3}
     counts = actor_counts(data_dir / "actors" / "0001_actor")
     assert counts == {"photorealistic": 13, "bw_stylized": 4, "color_stylized": 3}
-    # The local generator cannot make photos: that deficit stays, and is said.
-    assert actor_counts(data_dir / "actors" / "0002_actor")["photorealistic"] == 10
+    # The local generator cannot make photos: 0002 aims at the best reachable mix, 10/3/2.
+    counts = actor_counts(data_dir / "actors" / "0002_actor")
+    assert counts == {"photorealistic": 10, "bw_stylized": 3, "color_stylized": 2}
+    states = read_progress(out)["actor_states"]
+    assert states["0002_actor"] == "short"
+    # balanced when a kill came after its execute but before its completion was recorded
+    assert {states["0000_actor"], states["0001_actor"]} <= {"rebalanced", "balanced"}
 
 
 def actor_counts(actor_dir: Path) -> dict[str, int]:
@@ -103,14 +117,18 @@ def test_execute_reports_then_restore_puts_everything_back(make_dataset, tmp_pat
         "--all", "--execute", "--data-dir", data_dir, "--output-dir", out, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
-    assert "Images removed: 5" in result.stdout
+    # 0002 has 10 photos the local generator cannot add to: it aims at 10/3/2 of 15 instead.
+    assert "Images removed: 7" in result.stdout  # 0000: 3 photos, 2 bw; 0002: 1 bw, 1 colour
     assert "Images generated: 4" in result.stdout  # 0001: 2 bw + 2 colour
-    assert "Images not generated (unfulfilled): 3" in result.stdout  # 0002: 3 photos
-    assert "Left unbalanced after execute: 1" in result.stdout
-    assert "STILL UNBALANCED" in result.stdout
+    assert "Images not generated (unfulfilled): 0" in result.stdout
+    assert "  Short: 1\n" in result.stdout
     document = json.loads((out / "0002_actor_evaluation.json").read_text())
-    assert document["execution"]["unfulfilled"] == {"photorealistic": 3}
-    assert document["execution"]["after"]["is_balanced"] is False
+    assert document["execution"]["unfulfilled"] == {}
+    assert document["execution"]["after"]["counts"] == document["planned_counts"]
+    assert document["state"] == "short"
+    assert document["state_reason"].startswith(
+        "photorealistic: 3 short, the local generator cannot make them"
+    )
 
     assert len(list(training.glob("*.jpg"))) == 20
     removed = list((actor_dir / "removed_training_data").glob("*/*.jpg"))

@@ -212,10 +212,13 @@ def test_failed_actor_is_recorded_not_retried_then_retried(tmp_path):
         again = run_cli(*args, cwd=tmp_path)
         assert again.returncode == 0
         assert "Processing actor" not in again.stdout
+        assert "1 actor failed: add --retry-failed to try again" in again.stdout
         server.status.clear()
         retried = run_cli(*args, "--retry-failed", cwd=tmp_path)
         assert retried.returncode == 0, retried.stdout
-        assert "Processing actor 2/3: 0001_actor" in retried.stdout
+        # numbered by what is done, so the banner agrees with the resume block and the bar
+        assert "Resuming with 1 remaining actor\nOverall progress: 66.7%" in retried.stdout
+        assert "Processing actor 3/3: 0001_actor\nOverall progress: 66.7%" in retried.stdout
         progress = read_progress(out)
         assert progress["failed_count"] == 0 and progress["completed_count"] == 3
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from training_data.config import TargetConfig
+from training_data.config import PlanConfig, TargetConfig
 from training_data.evaluation import ImageEvaluation
-from training_data.plan import make_plan, target_counts
+from training_data.plan import GeneratorAbility, make_plan, target_counts
 
 DEFAULT = TargetConfig()
 CATEGORIES = DEFAULT.categories
+LOCAL = GeneratorAbility(
+    frozenset({"bw_stylized", "color_stylized"}), "the local generator cannot make them"
+)
+NONE = GeneratorAbility(frozenset(), "no generator is configured")
 
 
 def image(number: int, category: str | None, score: int = 7, *issues: str, of: str | None = None):
@@ -190,3 +194,106 @@ def test_an_unbalanced_plan_always_lands_on_the_targets(rows):
             assert not any(
                 r.type == category and r.reason.startswith("surplus") for r in plan.removals
             )
+
+
+# --- plans the generator can carry out ---
+
+
+def test_short_photos_with_the_local_generator_aim_at_the_best_reachable_mix():
+    images = dataset(9, 8, 1)
+    plan = make_plan(images, DEFAULT, LOCAL)
+    assert plan.planned_counts == {"photorealistic": 9, "bw_stylized": 3, "color_stylized": 2}
+    assert plan.reachable_total == 14
+    assert plan.short == {"photorealistic": 4}
+    assert plan.state == "short"
+    assert plan.short_reason.startswith(
+        "photorealistic: 4 short, the local generator cannot make them"
+    )
+    assert plan.generations == {"color_stylized": 1}
+    assert {r.type for r in plan.removals} == {"bw_stylized"} and len(plan.removals) == 5
+
+
+def test_the_same_set_with_a_generator_for_everything_aims_at_the_full_target():
+    plan = make_plan(dataset(9, 8, 1), DEFAULT)
+    assert plan.planned_counts == {"photorealistic": 13, "bw_stylized": 4, "color_stylized": 3}
+    assert plan.generations == {"photorealistic": 4, "color_stylized": 2}
+    assert plan.state == "rebalanced" and plan.short == {} and plan.short_reason == ""
+
+
+def test_keep_removes_only_unusable_images_and_generates_what_it_can():
+    images = [*dataset(8, 8, 1), image(30, "bw_stylized", 7, "duplicate", of="a_10.jpg")]
+    plan = make_plan(images, DEFAULT, LOCAL, PlanConfig(when_short="keep"))
+    assert [r.number for r in plan.removals] == [30]
+    assert plan.generations == {"color_stylized": 2}
+    assert plan.planned_counts == {"photorealistic": 8, "bw_stylized": 8, "color_stylized": 3}
+    assert plan.state == "short" and "plan.when_short = keep" in plan.short_reason
+
+
+def test_below_min_total_the_actor_is_left_as_it_is():
+    images = [*dataset(5, 8, 4), image(30, "bw_stylized", 7, "too_small")]
+    plan = make_plan(images, DEFAULT, LOCAL, PlanConfig(min_total=10))
+    assert not plan.removals and not plan.generations
+    assert plan.short == {"photorealistic": 8}
+    assert "left as it is" in plan.short_reason and "8 images" in plan.short_reason
+    lower = make_plan(images, DEFAULT, LOCAL, PlanConfig(min_total=8))
+    assert lower.reachable_total == 8 and lower.has_actions
+
+
+def test_no_generator_plans_only_removals():
+    plan = make_plan(dataset(15, 6, 5), DEFAULT, NONE)
+    assert plan.state == "rebalanced" and not plan.generations
+    assert plan.planned_counts == {"photorealistic": 13, "bw_stylized": 4, "color_stylized": 3}
+
+
+def test_unbalanced_says_why_and_removals_show_every_defect():
+    images = [
+        *dataset(13, 4, 1),
+        image(30, "photorealistic", 1, "too_dark", "low_information"),
+        image(31, "bw_stylized", 7, "duplicate", of="a_03.jpg"),
+        image(32, "photorealistic", 3, "too_small"),
+    ]
+    plan = make_plan(images, DEFAULT)
+    assert plan.why_unbalanced.startswith("2 unusable: 1 duplicate of #3, 1 too_small")
+    surplus = [r for r in plan.removals if r.number == 30]
+    assert surplus[0].reason == "surplus photorealistic (quality 1: too_dark, low_information)"
+
+
+abilities = st.sets(st.sampled_from(CATEGORIES)).map(
+    lambda kinds: GeneratorAbility(frozenset(kinds), "cannot")
+)
+policies = st.builds(
+    PlanConfig, when_short=st.sampled_from(["shrink", "keep"]), min_total=st.integers(1, 20)
+)
+
+
+@given(evaluations, abilities, policies)
+def test_a_plan_never_needs_what_cannot_be_generated_nor_removes_what_is_short(
+    rows, ability, policy
+):
+    images = [
+        image(n, kind, score, *issues) if kind is not None else image(n, None, 1, "unreadable")
+        for n, (kind, score, issues) in enumerate(rows, start=1)
+    ]
+    plan = make_plan(images, DEFAULT, ability, policy)
+    removed = {r.number for r in plan.removals}
+    assert set(plan.generations) <= ability.categories
+    usable = {c: [i for i in images if i.type == c and not i.unusable] for c in CATEGORIES}
+    for category in plan.short:
+        assert category not in ability.categories
+        assert not any(i.number in removed for i in usable[category]), category
+    for category, wanted in plan.planned_counts.items():
+        if plan.has_actions:
+            kept = sum(1 for i in usable[category] if i.number not in removed)
+            assert kept + plan.generations.get(category, 0) == wanted
+    if plan.reachable_total is not None:
+        assert policy.when_short == "shrink"
+        if plan.reachable_total < policy.min_total:  # left as it is
+            assert not plan.has_actions
+        limits = {c: len(usable[c]) for c in CATEGORIES if c not in ability.categories}
+
+        def fits(total: int) -> bool:
+            targets = target_counts(DEFAULT.mix, total)
+            return all(targets[c] <= limit for c, limit in limits.items())
+
+        assert fits(plan.reachable_total)
+        assert not any(fits(t) for t in range(plan.reachable_total + 1, DEFAULT.total + 1))

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from training_data.progress import (
     TrackerClosed,
     format_progress_summary,
     format_resuming_block,
+    now_iso,
 )
 
 SETTINGS = {
@@ -85,6 +87,8 @@ def run(
             tracker.mark_started(name)
             if outcome == "completed":
                 tracker.mark_completed(name)
+            elif outcome in ("balanced", "rebalanced", "short"):
+                tracker.mark_completed(name, outcome)
             elif outcome == "failed":
                 tracker.mark_failed(name, f"Failed to download image {name}_1.jpg: HTTP 404")
             else:
@@ -136,9 +140,10 @@ def test_progress_json_has_the_guide_fields_and_counts(tmp_path: Path) -> None:
 
 def test_progress_json_is_indented_json_even_for_awkward_names(tmp_path: Path) -> None:
     awkward = ['quote"d', "back\\slash", "ünïcödé_演员", "tab\there", "line\nbreak", "plain"]
-    run(tmp_path, awkward, dict.fromkeys(awkward, "completed"))
+    run(tmp_path, awkward, dict.fromkeys(awkward, "short"))
     text = (tmp_path / PROGRESS_FILE).read_text()
     assert json.loads(text)["completed_actors"] == awkward
+    assert json.loads(text)["actor_states"] == dict.fromkeys(awkward, "short")
     assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
 
 
@@ -222,9 +227,30 @@ def test_resuming_block_reads_as_in_the_guide() -> None:
         "RESUMING FROM PREVIOUS PROGRESS",
         "=" * 70,
         "Resuming with 244 remaining actors",
-        "Overall progress: 15.6%",
+        "Overall progress: 16.3%",  # 47 of 289 done (45 completed, 2 failed), as the bar says
         "=" * 70,
     ]
+
+
+def test_one_actor_is_not_written_as_actors() -> None:
+    state = ProgressState.fresh("dry_run", {}, 1, "2025-10-17T14:15:23+02:00")
+    assert "Total:       1 actor\n" in format_progress_summary(state)
+    assert "Resuming with 1 remaining actor\n" in format_resuming_block(state, 1)
+
+
+def test_timestamps_carry_their_utc_offset() -> None:
+    stamp = now_iso()
+    assert datetime.fromisoformat(stamp).utcoffset() is not None, stamp
+
+
+def test_actor_states_list_every_outcome_and_follow_a_retry(tmp_path: Path) -> None:
+    outcomes = {NAMES[0]: "rebalanced", NAMES[1]: "short", NAMES[2]: "balanced"}
+    run(tmp_path, NAMES, outcomes | {NAMES[3]: "failed", NAMES[4]: "skipped"})
+    expected = outcomes | {NAMES[3]: "failed", NAMES[4]: "skipped"}
+    assert document(tmp_path)["actor_states"] == expected
+    assert ProgressTracker(tmp_path).read().actor_states == expected
+    run(tmp_path, NAMES, {NAMES[3]: "short"}, retry_failed=True)
+    assert document(tmp_path)["actor_states"] == expected | {NAMES[3]: "short"}
 
 
 # --- runs and resume ---

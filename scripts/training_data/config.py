@@ -53,6 +53,19 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class PlanConfig:
+    """What a plan does when the generator cannot make what the target needs.
+
+    ``shrink`` aims at the best reachable mix (a smaller total in the target's shares);
+    ``keep`` removes only unusable images and generates what it can. A plan never shrinks a set
+    below ``min_total`` images (capped at ``target.total``): such an actor is left as it is.
+    """
+
+    when_short: str = "shrink"
+    min_total: int = 10
+
+
+@dataclass(frozen=True)
 class QualityConfig:
     """Thresholds of the local evaluator's defects."""
 
@@ -103,6 +116,7 @@ class DownloadConfig:
 @dataclass(frozen=True)
 class Config:
     target: TargetConfig = field(default_factory=TargetConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -121,6 +135,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "evaluator.backend": ("local", "openai"),
     "evaluator.openai.mode": ("per_image", "composite"),
     "generator.backend": ("local", "replicate", "none"),
+    "plan.when_short": ("shrink", "keep"),
 }
 
 
@@ -143,6 +158,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
     """Build a Config from already-parsed TOML, checking every key and value."""
     config = _build(Config, raw, prefix="")
     _check_mix(config.target)
+    if "min_total" in raw.get("plan", {}):
+        _check_min_total(config.plan, config.target)
     _check_prompts(config.prompts)
     return config
 
@@ -234,6 +251,15 @@ def _check_mix(target: TargetConfig) -> None:
         raise ConfigError(f"config key 'target.tolerance' is out of range: {target.tolerance}")
 
 
+def _check_min_total(plan: PlanConfig, target: TargetConfig) -> None:
+    """Only a min_total the user set: the default 10 is capped at a smaller target.total."""
+    if plan.min_total > target.total:
+        raise ConfigError(
+            f"config key 'plan.min_total' ({plan.min_total}) is above target.total "
+            f"({target.total}): every short actor would be left as it is"
+        )
+
+
 def _check_prompts(prompts: dict[str, list[str]]) -> None:
     for name, templates in prompts.items():
         for template in templates:
@@ -266,6 +292,7 @@ def result_settings(config: Config) -> dict[str, Any]:
     return {
         "targets": {"total": config.target.total, "tolerance": config.target.tolerance},
         "categories": dict(config.target.mix),
+        "plan": asdict(config.plan),
         "evaluator": evaluator,
         "generator": generator,
     }

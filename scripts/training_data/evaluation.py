@@ -776,6 +776,7 @@ def evaluate_actor(
     """Evaluate one actor's images: cached verdicts are reused, the rest go to ``backend.judge``
     in one call; then trusted types, ``too_small`` and duplicates are applied."""
     categories = config.categories
+    usage_before = backend.usage()
     settings = backend.settings()
     digest = evaluator_digest(backend.name, settings, categories, config.quality)
     results: dict[int, ImageEvaluation] = {}
@@ -822,9 +823,19 @@ def evaluate_actor(
         "settings": settings,
         "cache_hits": len(loaded) - len(pending),
         "judged": len(pending),
-        "usage": backend.usage(),
+        "usage": usage_since(usage_before, backend.usage()),
     }
     return ActorEvaluation(images=evaluations, thumbnails=thumbnails, evaluator=evaluator)
+
+
+def usage_since(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """This actor's share of a backend's running totals: numbers are differences."""
+    return {
+        key: value - before.get(key, 0)
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else value
+        for key, value in after.items()
+    }
 
 
 def unreadable_evaluation(image: TrainingImage, error: UnreadableImage) -> ImageEvaluation:

@@ -30,10 +30,17 @@ from training_data.evaluation import (
     make_backend,
 )
 from training_data.execute import ExecutionResult, apply_plan, recover
-from training_data.generation import Generator, make_generator
-from training_data.plan import Plan, make_plan
+from training_data.generation import Generator, LocalGenerator, make_generator
+from training_data.plan import (
+    REBALANCED,
+    SHORT,
+    SKIPPED,
+    GeneratorAbility,
+    Plan,
+    make_plan,
+)
 from training_data.report import evaluation_document, write_composite, write_evaluation_json
-from training_data.review_site import ReviewSite, actor_state
+from training_data.review_site import ReviewSite
 
 NO_IMAGES = "no training images"
 
@@ -74,21 +81,13 @@ class RunContext:
 class ActorOutcome:
     """What happened to one actor, for the console and the FINAL SUMMARY."""
 
+    state: str
+    state_reason: str = ""
     skipped_reason: str | None = None
     plan: Plan | None = None
     execution: ExecutionResult | None = None
-    balanced_after: bool | None = None
     cache_hits: int = 0
     lines: list[str] = field(default_factory=list)
-
-    @property
-    def was_balanced(self) -> bool:
-        return self.plan is not None and self.plan.is_balanced
-
-    @property
-    def left_unbalanced(self) -> bool:
-        """An execute run that could not reach the target (e.g. a generation failed)."""
-        return self.balanced_after is False
 
 
 def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
@@ -96,23 +95,63 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
     images = load_training_images(actor, context.session, context.config.download)
     if not images:
         context.review.record_skipped(actor.name, NO_IMAGES)
-        return ActorOutcome(skipped_reason=NO_IMAGES, lines=[f"  skipped: {NO_IMAGES}"])
+        return ActorOutcome(
+            state=SKIPPED,
+            state_reason=NO_IMAGES,
+            skipped_reason=NO_IMAGES,
+            lines=[f"  state: {SKIPPED} ({NO_IMAGES})"],
+        )
     evaluation = evaluate_actor(images, context.config, context.backend, context.cache)
-    plan = make_plan(evaluation.images, context.config.target)
+    plan = plan_for(actor, evaluation, context.config)
     outcome = ActorOutcome(
+        state=plan.state,
+        state_reason=plan.short_reason,
         plan=plan,
         cache_hits=evaluation.evaluator.get("cache_hits", 0),
         lines=[f"  {message}" for message in recovered] + describe_plan(plan),
     )
     execution_record: dict[str, Any] | None = None
-    if context.execute and not plan.is_balanced:
+    if context.execute and plan.has_actions:
         execution_record = _apply(actor, images, evaluation, plan, context, outcome)
+    outcome.lines.append(describe_state(outcome.state, outcome.state_reason))
     document = evaluation_document(actor.name, evaluation, plan, context.config, execution_record)
-    state, _reason = actor_state(document)
-    write_composite(context.output_dir, actor.name, evaluation, plan, state)
+    document |= {"state": outcome.state, "state_reason": outcome.state_reason}
+    write_composite(context.output_dir, actor.name, evaluation, plan, outcome.state)
     write_evaluation_json(context.output_dir, actor.name, document)
     context.review.update_actor(document, evaluation.thumbnails)
     return outcome
+
+
+def plan_for(actor: Actor, evaluation: ActorEvaluation, config: Config) -> Plan:
+    """The plan for what the configured generator can make for this actor."""
+    ability = generator_ability(config, has_source=_has_source(actor, evaluation))
+    return make_plan(evaluation.images, config.target, ability, config.plan)
+
+
+def generator_ability(config: Config, *, has_source: bool) -> GeneratorAbility:
+    """local: the stylized categories; replicate: all; none: nothing; no source image: nothing."""
+    backend = config.generator.backend
+    if backend == "none":
+        return GeneratorAbility(
+            frozenset(), "no generator is configured (generator.backend = none)"
+        )
+    if not has_source:
+        return GeneratorAbility(frozenset(), "no photo or base image to generate them from")
+    if backend == "local":
+        return GeneratorAbility(
+            frozenset(LocalGenerator.categories), "the local generator cannot make them"
+        )
+    return GeneratorAbility.everything(config.categories)
+
+
+def _has_source(actor: Actor, evaluation: ActorEvaluation) -> bool:
+    """A usable photo or a base image: what every generator starts from."""
+    if any(i.type == "photorealistic" and not i.unusable for i in evaluation.images):
+        return True
+    try:
+        return any(path.is_file() for path in actor.base_image_dir.iterdir())
+    except OSError:
+        return False
 
 
 def _apply(
@@ -135,11 +174,23 @@ def _apply(
     )
     after_images = list_training_images(actor, read_manifest(actor))
     after = evaluate_actor(after_images, context.config, context.backend, context.cache)
-    after_plan = make_plan(after.images, context.config.target)
+    after_plan = plan_for(actor, after, context.config)
     outcome.execution = result
-    outcome.balanced_after = after_plan.is_balanced
+    outcome.state, outcome.state_reason = state_after_execute(result, after_plan)
     outcome.lines += describe_execution(result, after_plan)
     return result.to_dict() | {"after": after_plan.to_dict()}
+
+
+def state_after_execute(result: ExecutionResult, after: Plan) -> tuple[str, str]:
+    """Rebalanced only when the set now is balanced; else short, saying what is missing."""
+    if after.is_balanced:
+        return REBALANCED, ""
+    reasons = list(result.messages) if result.unfulfilled else []
+    if after.short_reason:
+        reasons.append(after.short_reason)
+    elif not reasons:
+        reasons.append(f"after execute {_slashed(after.counts)}: {after.why_unbalanced}")
+    return SHORT, "; ".join(reasons)
 
 
 def best_photos(evaluation: ActorEvaluation, plan: Plan) -> list[str]:
@@ -155,15 +206,22 @@ def best_photos(evaluation: ActorEvaluation, plan: Plan) -> list[str]:
 
 
 def describe_plan(plan: Plan) -> list[str]:
-    counts = "/".join(str(count) for count in plan.counts.values())
-    targets = "/".join(str(count) for count in plan.targets.values())
+    """What execute will do, line by line, including what it cannot generate and why."""
+    counts, targets = _slashed(plan.counts), _slashed(plan.targets)
     if plan.is_balanced:
         return [f"  balanced: {counts} (target {targets})"]
-    lines = [f"  unbalanced: {counts} (target {targets})"]
+    lines = [f"  unbalanced: {counts} (target {targets}): {plan.why_unbalanced}"]
     for removal in plan.removals:
         lines.append(f"  remove #{removal.number} {removal.filename}: {removal.reason}")
     for category, count in plan.generations.items():
         lines.append(f"  generate {count} {category}")
+    for category, missing in plan.short.items():
+        lines.append(f"  cannot generate {missing} {category}")
+    if plan.has_actions:
+        planned = plan.planned_counts
+        lines.append(f"  plan: {_slashed(planned)} = {sum(planned.values())} images")
+    else:
+        lines.append("  plan: nothing to change")
     return lines
 
 
@@ -173,7 +231,13 @@ def describe_execution(result: ExecutionResult, after: Plan) -> list[str]:
         f"unfulfilled {sum(result.unfulfilled.values())}"
     ]
     lines += [f"  {message}" for message in result.messages]
-    counts = "/".join(str(count) for count in after.counts.values())
-    state = "balanced" if after.is_balanced else "STILL UNBALANCED"
-    lines.append(f"  after: {counts} - {state}")
+    lines.append(f"  after: {_slashed(after.counts)} (target {_slashed(after.targets)})")
     return lines
+
+
+def describe_state(state: str, reason: str) -> str:
+    return f"  state: {state} ({reason})" if reason else f"  state: {state}"
+
+
+def _slashed(counts: dict[str, int]) -> str:
+    return "/".join(str(count) for count in counts.values())

@@ -1,13 +1,45 @@
-"""The rebalance plan of SPEC §6: plain arithmetic over evaluations, never delegated to a model."""
+"""The rebalance plan of SPEC §6: plain arithmetic over evaluations, never delegated to a model.
+
+A plan only asks for what the configured generator can make. When the target needs more images
+of a category the generator cannot make than the actor has usable (the category is *short*), the
+plan aims at the best reachable mix instead: the largest total ``T <= target.total`` whose
+largest-remainder targets need no image of such a category beyond those usable now (T is found by
+scanning down from the target total, because largest remainder is not monotonic in T). A usable
+image of a short category is never removed. ``plan.when_short = "keep"`` aims at the full target
+for the categories it can generate and keeps every other usable image; a reachable mix under
+``plan.min_total`` leaves the actor as it is.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from training_data.config import TargetConfig
+from training_data.config import PlanConfig, TargetConfig
 from training_data.evaluation import UNUSABLE_ISSUES, ImageEvaluation
+
+BALANCED, REBALANCED, SHORT, FAILED, SKIPPED = (
+    "balanced",
+    "rebalanced",
+    "short",
+    "failed",
+    "skipped",
+)
+ACTOR_STATES = (BALANCED, REBALANCED, SHORT, FAILED, SKIPPED)
+
+
+@dataclass(frozen=True)
+class GeneratorAbility:
+    """What the configured generator can make for an actor, and why it cannot make the rest."""
+
+    categories: frozenset[str]
+    cannot: str  # completes "photorealistic: 4 short, ..." e.g. "the local generator cannot..."
+
+    @classmethod
+    def everything(cls, categories: Collection[str]) -> GeneratorAbility:
+        return cls(frozenset(categories), "")
 
 
 @dataclass(frozen=True)
@@ -29,6 +61,22 @@ class Plan:
     is_balanced: bool
     removals: tuple[Removal, ...]
     generations: dict[str, int]
+    planned_counts: dict[str, int] = field(default_factory=dict)
+    short: dict[str, int] = field(default_factory=dict)
+    short_reason: str = ""
+    why_unbalanced: str = ""
+    reachable_total: int | None = None  # the T a shrunk plan aims at; None when not shrunk
+
+    @property
+    def state(self) -> str:
+        """What carrying the plan out leads to: balanced (nothing to do), rebalanced or short."""
+        if self.is_balanced:
+            return BALANCED
+        return SHORT if self.short else REBALANCED
+
+    @property
+    def has_actions(self) -> bool:
+        return bool(self.removals or self.generations)
 
     def images_to_generate(self) -> list[dict[str, Any]]:
         return [{"type": category, "count": count} for category, count in self.generations.items()]
@@ -44,6 +92,10 @@ class Plan:
             "is_balanced": self.is_balanced,
             "images_to_delete": self.images_to_delete(),
             "images_to_generate": self.images_to_generate(),
+            "planned_counts": dict(self.planned_counts),
+            "short": dict(self.short),
+            "short_reason": self.short_reason,
+            "reachable_total": self.reachable_total,
         }
 
 
@@ -58,29 +110,156 @@ def target_counts(mix: Mapping[str, float], total: int) -> dict[str, int]:
     return counts
 
 
-def make_plan(images: Sequence[ImageEvaluation], target: TargetConfig) -> Plan:
-    """Balanced sets are left alone; otherwise reach the target counts exactly."""
+def reachable_total(mix: Mapping[str, float], total: int, limits: Mapping[str, int]) -> int:
+    """The largest T <= total whose targets stay within ``limits`` (what cannot be generated)."""
+    for candidate in range(total, 0, -1):
+        targets = target_counts(mix, candidate)
+        if all(targets[category] <= limit for category, limit in limits.items()):
+            return candidate
+    return 0
+
+
+def make_plan(
+    images: Sequence[ImageEvaluation],
+    target: TargetConfig,
+    ability: GeneratorAbility | None = None,
+    policy: PlanConfig | None = None,
+) -> Plan:
+    """Balanced sets are left alone; otherwise aim at the target, or the best reachable mix.
+
+    ``ability`` None: every category can be generated. ``policy`` None: the default [plan].
+    """
+    ability = ability or GeneratorAbility.everything(target.mix)
+    policy = policy or PlanConfig()
     targets = target_counts(target.mix, target.total)
     counts = {
         category: sum(1 for image in images if image.type == category) for category in targets
     }
     percentages = _percentages(counts)
-    balanced = _is_balanced(images, counts, target)
-    if balanced:
-        return Plan(counts, percentages, targets, True, (), {})
-    removals = [_defect_removal(image, targets) for image in images]
-    unusable = [removal for removal in removals if removal is not None]
+    if _is_balanced(images, counts, target):
+        return Plan(counts, percentages, targets, True, (), {}, planned_counts=dict(counts))
+    why = _why_unbalanced(images, counts, target)
+    unusable = [r for r in (_defect_removal(image, targets) for image in images) if r]
     removed = {removal.number for removal in unusable}
+    usable = {
+        category: [i for i in images if i.type == category and i.number not in removed]
+        for category in targets
+    }
+    cannot_make = {c: len(usable[c]) for c in targets if c not in ability.categories}
+    short = {c: targets[c] - n for c, n in cannot_make.items() if n < targets[c]}
+    aim = targets
+    reason = ""
+    shrunk_to = None
+    if short:
+        reason = _short_reason(short, ability)
+        if policy.when_short == "keep":
+            aim = {
+                c: len(usable[c]) if c in cannot_make else max(len(usable[c]), targets[c])
+                for c in targets
+            }
+            reason += "; keeping every usable image (plan.when_short = keep)"
+        else:
+            total = reachable_total(target.mix, target.total, cannot_make)
+            floor = min(policy.min_total, target.total)
+            if total < floor:
+                reason += (
+                    f"; the best reachable mix has {total} images, under plan.min_total "
+                    f"{floor}: left as it is"
+                )
+                return Plan(
+                    counts,
+                    percentages,
+                    targets,
+                    False,
+                    (),
+                    {},
+                    dict(counts),
+                    short,
+                    reason,
+                    why,
+                    total,
+                )
+            reachable = target_counts(target.mix, total)
+            shrunk_to = total
+            aim = {c: len(usable[c]) if c in short else reachable[c] for c in targets}
+            reason += f"; best reachable mix {_slashed(aim)} of {sum(aim.values())}"
     surplus: list[Removal] = []
     generations: dict[str, int] = {}
-    for category, wanted in targets.items():
-        usable = [i for i in images if i.type == category and i.number not in removed]
-        excess = len(usable) - wanted
+    for category, wanted in aim.items():
+        excess = len(usable[category]) - wanted
         if excess > 0:
-            surplus.extend(_surplus_removals(usable, excess, category))
+            surplus.extend(_surplus_removals(usable[category], excess, category))
         elif excess < 0:
             generations[category] = -excess
-    return Plan(counts, percentages, targets, False, tuple(unusable + surplus), generations)
+    return Plan(
+        counts,
+        percentages,
+        targets,
+        False,
+        tuple(unusable + surplus),
+        generations,
+        planned_counts=dict(aim),
+        short=short,
+        short_reason=reason,
+        why_unbalanced=why,
+        reachable_total=shrunk_to,
+    )
+
+
+def _short_reason(short: Mapping[str, int], ability: GeneratorAbility) -> str:
+    return "; ".join(
+        f"{category}: {missing} short, {ability.cannot}" for category, missing in short.items()
+    )
+
+
+def _slashed(counts: Mapping[str, int]) -> str:
+    return "/".join(str(count) for count in counts.values())
+
+
+def _why_unbalanced(
+    images: Sequence[ImageEvaluation], counts: Mapping[str, int], target: TargetConfig
+) -> str:
+    """What keeps the set from being balanced, most actionable first."""
+    parts = []
+    numbers = {image.filename: image.number for image in images}
+    unusable = Counter(_unusable_label(image, numbers) for image in images if image.unusable)
+    if unusable:
+        listed = ", ".join(f"{n} {_counted(label, n)}" for label, n in unusable.items())
+        parts.append(f"{sum(unusable.values())} unusable: {listed}")
+    outside = Counter(
+        image.type for image in images if not image.unusable and image.type not in target.mix
+    )
+    if outside:
+        listed = ", ".join(f"{n} {kind}" for kind, n in outside.items())
+        parts.append(f"{sum(outside.values())} not in the target mix: {listed}")
+    if len(images) != target.total:
+        parts.append(f"{len(images)} images, target {target.total}")
+    typed = sum(counts.values())
+    for category, share in target.mix.items():
+        actual = counts[category] / typed if typed else 0.0
+        if abs(actual - share) > target.tolerance + 1e-9:
+            parts.append(f"{category} {actual:.0%} (target {share:.0%} ± {target.tolerance:.0%})")
+    return "; ".join(parts)
+
+
+def _counted(label: str, count: int) -> str:
+    """``2 duplicates of #1``; issue names (too_small) stay as they are."""
+    return label.replace("duplicate", "duplicates", 1) if count > 1 else label
+
+
+def _unusable_label(image: ImageEvaluation, numbers: Mapping[str, int]) -> str:
+    labels = []
+    for issue in image.issues:
+        if issue not in UNUSABLE_ISSUES:
+            continue
+        if issue == "duplicate" and image.duplicate_of:
+            original = numbers.get(image.duplicate_of)
+            labels.append(
+                f"duplicate of #{original}" if original else f"duplicate of {image.duplicate_of}"
+            )
+        else:
+            labels.append(issue)
+    return " and ".join(labels)
 
 
 def _percentages(counts: Mapping[str, int]) -> dict[str, float]:
@@ -115,6 +294,9 @@ def _defect_removal(image: ImageEvaluation, targets: Mapping[str, int]) -> Remov
         reason = f"type {image.type} is not in the target mix"
     else:
         return None
+    others = [issue for issue in image.issues if issue not in UNUSABLE_ISSUES]
+    if others:
+        reason += f" (also {', '.join(others)})"
     return Removal(image.number, image.filename, image.type, image.quality_score, reason)
 
 
@@ -129,7 +311,14 @@ def _surplus_removals(
             image.filename,
             image.type,
             image.quality_score,
-            f"surplus {category} (quality {image.quality_score})",
+            f"surplus {category} ({_quality(image)})",
         )
         for image in worst_first[:excess]
     ]
+
+
+def _quality(image: ImageEvaluation) -> str:
+    """The score and every defect that lowered it: ``quality 1: too_dark, low_information``."""
+    if image.issues:
+        return f"quality {image.quality_score}: {', '.join(image.issues)}"
+    return f"quality {image.quality_score}"

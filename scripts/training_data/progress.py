@@ -67,7 +67,8 @@ class TrackerClosed(ProgressError):
 
 
 def now_iso() -> str:
-    return datetime.now().isoformat()
+    """ISO 8601 local time with its UTC offset, so a reader never guesses the zone."""
+    return datetime.now().astimezone().isoformat()
 
 
 @dataclass(kw_only=True)
@@ -89,6 +90,7 @@ class ProgressState:
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
     current_actor: str | None = None
     missing_actors: list[str] = field(default_factory=list)
+    actor_states: dict[str, str] = field(default_factory=dict)
     _completed_set: set[str] | None = field(init=False, repr=False, compare=False)
     _missing_set: set[str] = field(init=False, repr=False, compare=False)
     _missing_counts: tuple[int, int, int] = field(init=False, repr=False, compare=False)
@@ -129,6 +131,13 @@ class ProgressState:
             return 0.0
         return 100.0 * self.completed_in_run / self.total_count
 
+    @property
+    def percent_done(self) -> float:
+        """Completed, failed or skipped: the share the run has finished with (bar and banners)."""
+        if self.total_count <= 0:
+            return 0.0
+        return 100.0 * (self.total_count - self.remaining) / self.total_count
+
     def is_recorded(self, name: str) -> bool:
         """Completed, failed or skipped: not pending."""
         return name in self._completed_names or name in self.failed or name in self.skipped
@@ -139,21 +148,25 @@ class ProgressState:
         self.current_actor = name
         self.last_updated = timestamp
 
-    def record_completed(self, name: str, timestamp: str) -> None:
+    def record_completed(self, name: str, timestamp: str, state: str | None = None) -> None:
         if name not in self._completed_names:
             self._forget(name)
             self.completed.append(name)
             self._completed_names.add(name)
+        if state is not None:
+            self.actor_states[name] = state
         self._finish(name, timestamp)
 
     def record_failed(self, name: str, error: str, timestamp: str) -> None:
         self._forget(name, keep=self.failed)
         self.failed[name] = {"error": error, "timestamp": timestamp}
+        self.actor_states[name] = "failed"
         self._finish(name, timestamp)
 
     def record_skipped(self, name: str, reason: str, timestamp: str) -> None:
         self._forget(name, keep=self.skipped)
         self.skipped[name] = {"reason": reason, "timestamp": timestamp}
+        self.actor_states[name] = "skipped"
         self._finish(name, timestamp)
 
     def apply_event(self, event: Any) -> None:
@@ -166,10 +179,13 @@ class ProgressState:
         detail = {"failed": "error", "skipped": "reason"}.get(kind)
         if detail is not None and not isinstance(event.get(detail), str):
             raise ProgressError(f"{kind} event without {detail}: {event!r:.80}")
+        state = event.get("state")
+        if state is not None and not isinstance(state, str):
+            raise ProgressError(f"state must be a name: {event!r:.80}")
         if kind == "started":
             self.record_started(name, timestamp)
         elif kind == "completed":
-            self.record_completed(name, timestamp)
+            self.record_completed(name, timestamp, state)
         elif kind == "failed":
             self.record_failed(name, event["error"], timestamp)
         elif kind == "skipped":
@@ -185,6 +201,7 @@ class ProgressState:
         for outcomes in (self.failed, self.skipped):
             if outcomes is not keep:
                 outcomes.pop(name, None)
+        self.actor_states.pop(name, None)
         if name in self._missing_set:
             self.missing_actors.remove(name)
             self._recount_missing()
@@ -223,7 +240,10 @@ class ProgressState:
         """Fit the recorded progress to this run's actors (the dataset may have grown or shrunk)."""
         in_run = set(actor_names)
         if retry_failed:
+            retried = [name for name in self.failed if name in in_run]
             self.failed = {name: e for name, e in self.failed.items() if name not in in_run}
+            for name in retried:
+                self.actor_states.pop(name, None)
         recorded = [*self.completed, *self.failed, *self.skipped]
         self.missing_actors = sorted({name for name in recorded if name not in in_run})
         self._recount_missing()
@@ -239,6 +259,7 @@ class ProgressState:
         twin.failed = dict(self.failed)
         twin.skipped = dict(self.skipped)
         twin.missing_actors = list(self.missing_actors)
+        twin.actor_states = dict(self.actor_states)
         twin._completed_set = None
         twin._missing_set = set(self._missing_set)
         return twin
@@ -261,6 +282,7 @@ class ProgressState:
             "skipped_actors": [{"actor_id": name, **e} for name, e in self.skipped.items()],
             "current_actor": self.current_actor,
             "missing_actors": list(self.missing_actors),
+            "actor_states": dict(self.actor_states),
             "settings": self.settings,
         }
 
@@ -300,6 +322,7 @@ class ProgressState:
             missing_actors=_names(document, "missing_actors")
             if "missing_actors" in document
             else [],
+            actor_states=_states(document) if "actor_states" in document else {},
         )
 
 
@@ -315,6 +338,13 @@ def _names(document: dict[str, Any], key: str) -> list[str]:
     if not all(isinstance(name, str) for name in names):
         raise ProgressError(f"{key} must list actor names")
     return names
+
+
+def _states(document: dict[str, Any]) -> dict[str, str]:
+    states = _expect(document, "actor_states", dict)
+    if not all(isinstance(state, str) for state in states.values()):
+        raise ProgressError("actor_states must map actor names to state names")
+    return dict(states)
 
 
 def _outcomes(document: dict[str, Any], key: str, detail: str) -> dict[str, dict[str, str]]:
@@ -336,12 +366,18 @@ def encode_document(document: dict[str, Any]) -> bytes:
     only part that grows to 100k entries) is encoded by the C encoder with separators that yield
     the same layout.
     """
-    names = document["completed_actors"]
-    text = json.dumps({**document, "completed_actors": []}, indent=2, ensure_ascii=False)
-    if names:
-        listed = json.dumps(names, ensure_ascii=False, separators=(",\n    ", ": "))
-        placeholder = '\n  "completed_actors": []'
-        text = text.replace(placeholder, f'\n  "completed_actors": [\n    {listed[1:-1]}\n  ]', 1)
+    large = {key: document[key] for key in ("completed_actors", "actor_states") if key in document}
+    empty = {key: type(value)() for key, value in large.items()}
+    text = json.dumps({**document, **empty}, indent=2, ensure_ascii=False)
+    for key, value in large.items():
+        if value:
+            listed = json.dumps(value, ensure_ascii=False, separators=(",\n    ", ": "))
+            opening, closing = listed[0], listed[-1]
+            text = text.replace(
+                f'\n  "{key}": {opening}{closing}',
+                f'\n  "{key}": {opening}\n    {listed[1:-1]}\n  {closing}',
+                1,
+            )
     return (text + "\n").encode()
 
 
@@ -357,7 +393,7 @@ def format_progress_summary(state: ProgressState) -> str:
         f"Started:     {state.started_at}",
         f"Last update: {state.last_updated}",
         "",
-        f"Total:       {state.total_count} actors",
+        f"Total:       {plural(state.total_count, 'actor')}",
         f"Completed:   {state.completed_in_run} ({state.percent_complete:.1f}%)",
         f"Failed:      {state.failed_in_run}",
         f"Skipped:     {state.skipped_in_run}",
@@ -365,7 +401,7 @@ def format_progress_summary(state: ProgressState) -> str:
     ]
     if state.missing_actors:
         lines.append(
-            f"Not found:   {len(state.missing_actors)} recorded actors are no longer in the"
+            f"Not found:   {plural(len(state.missing_actors), 'recorded actor')} no longer in the"
             " dataset (kept in progress.json)"
         )
     if state.current_actor is not None:
@@ -399,14 +435,19 @@ def format_resuming_block(state: ProgressState, remaining: int) -> str:
             RULE,
             "RESUMING FROM PREVIOUS PROGRESS",
             RULE,
-            f"Resuming with {remaining} remaining actors",
-            f"Overall progress: {state.percent_complete:.1f}%",
+            f"Resuming with {plural(remaining, 'remaining actor')}",
+            f"Overall progress: {state.percent_done:.1f}%",
             RULE,
         ]
     )
 
 
 # --- the journal ---
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 actor``, ``2 actors``: counts read as a person would write them."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _event_line(event: dict[str, str]) -> bytes:
@@ -681,8 +722,12 @@ class ProgressTracker:
     def mark_started(self, name: str) -> None:
         self._record({"event": "started", "actor_id": name})
 
-    def mark_completed(self, name: str) -> None:
-        self._record({"event": "completed", "actor_id": name})
+    def mark_completed(self, name: str, state: str | None = None) -> None:
+        """``state``: balanced, rebalanced or short (listed in ``actor_states``)."""
+        event = {"event": "completed", "actor_id": name}
+        if state is not None:
+            event["state"] = state
+        self._record(event)
 
     def mark_failed(self, name: str, error: str) -> None:
         self._record({"event": "failed", "actor_id": name, "error": error})

@@ -228,6 +228,8 @@ def evaluation_document(
         "is_balanced": plan.is_balanced,
         "images_to_delete": plan.images_to_delete(),
         "images_to_generate": plan.images_to_generate(),
+        "planned_counts": dict(plan.planned_counts),
+        "short": dict(plan.short),
         "evaluator": dict(evaluation.evaluator),
     }
     if execution is not None:

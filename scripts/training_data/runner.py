@@ -25,16 +25,19 @@ from training_data.config import Config, result_settings
 from training_data.dataset import Actor, find_actors
 from training_data.errors import ActorError, FatalRunError, is_disk_full
 from training_data.pipeline import ActorOutcome, RunContext, process_actor
+from training_data.plan import BALANCED, REBALANCED, SHORT, SKIPPED
 from training_data.progress import (
     ProgressTracker,
     format_progress_summary,
     format_resuming_block,
+    plural,
 )
 
 RULE = "=" * 70
 EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_FOR_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 WAIT_STEP = 0.1
+LISTED_SHORT = 20  # the FINAL SUMMARY names this many short actors; the rest are counted
 T = TypeVar("T")
 
 
@@ -127,24 +130,30 @@ class SessionTally:
     processed: int = 0
     successful: int = 0
     already_balanced: int = 0
+    rebalanced: int = 0
+    short: int = 0
     failed: int = 0
     skipped: int = 0
-    left_unbalanced: int = 0
     removed: int = 0
     generated: int = 0
     unfulfilled: int = 0
     cache_hits: int = 0
     failures: list[str] = field(default_factory=list)
+    shorts: list[str] = field(default_factory=list)
 
-    def count(self, outcome: ActorOutcome) -> None:
+    def count(self, name: str, outcome: ActorOutcome) -> None:
+        """Successful means balanced or rebalanced: a short actor never counts as one."""
         self.processed += 1
-        if outcome.skipped_reason:
+        if outcome.state == SKIPPED:
             self.skipped += 1
             return
-        self.successful += 1
         self.cache_hits += outcome.cache_hits
-        self.already_balanced += outcome.was_balanced
-        self.left_unbalanced += outcome.left_unbalanced
+        self.successful += outcome.state in (BALANCED, REBALANCED)
+        self.already_balanced += outcome.state == BALANCED
+        self.rebalanced += outcome.state == REBALANCED
+        if outcome.state == SHORT:
+            self.short += 1
+            self.shorts.append(f"{name}: {outcome.state_reason}")
         if outcome.execution is not None:
             self.removed += len(outcome.execution.removed)
             self.generated += len(outcome.execution.generated)
@@ -161,36 +170,53 @@ def format_final_summary(tally: SessionTally, execute: bool, usage: dict[str, An
         RULE,
         "FINAL SUMMARY",
         RULE,
-        f"Processed: {tally.processed} actors in this session",
+        f"Processed: {plural(tally.processed, 'actor')} in this session",
         f"  Successful: {tally.successful}",
         f"  Already balanced: {tally.already_balanced}",
+        f"  Rebalanced: {tally.rebalanced}",
+        f"  Short: {tally.short}",
         f"  Failed: {tally.failed}",
+        f"  Skipped: {tally.skipped}",
     ]
-    if tally.skipped:
-        lines.append(f"  Skipped: {tally.skipped}")
     if execute:
         lines += [
             f"  Images removed: {tally.removed}",
             f"  Images generated: {tally.generated}",
             f"  Images not generated (unfulfilled): {tally.unfulfilled}",
-            f"  Left unbalanced after execute: {tally.left_unbalanced}",
         ]
     if usage.get("backend") == "openai":
         lines.append(
             f"  Evaluator requests: {usage.get('requests', 0)}, cache hits: "
             f"{tally.cache_hits}, tokens: {usage.get('total_tokens', 0)}"
         )
+    lines += [f"  short: {short}" for short in tally.shorts[:LISTED_SHORT]]
+    if tally.short > LISTED_SHORT:
+        lines.append(
+            f"  short: {tally.short - LISTED_SHORT} more (actor_states in progress.json, "
+            "state_reason in each evaluation JSON)"
+        )
     lines += [f"  failed: {failure}" for failure in tally.failures]
     return "\n".join(lines)
 
 
-def actor_banner(position: int, total: int, name: str) -> str:
-    """The guide's banner: the position counts over the whole dataset, not this session."""
+def closing_line(tally: SessionTally) -> str | None:
+    """The run's last line when some actor did not reach its target."""
+    if not tally.short:
+        return None
+    return (
+        f"{plural(tally.short, 'actor')} could not reach the target (state short); "
+        "what is missing is in each one's state_reason."
+    )
+
+
+def actor_banner(done: int, total: int, name: str) -> str:
+    """The guide's banner. ``done``: actors of the run already finished, this session or before,
+    so the number and the share agree with the resume block and the bar."""
     return "\n".join(
         [
             RULE,
-            f"Processing actor {position}/{total}: {name}",
-            f"Overall progress: {100.0 * position / total:.1f}%",
+            f"Processing actor {done + 1}/{total}: {name}",
+            f"Overall progress: {100.0 * done / total:.1f}%",
             RULE,
         ]
     )
@@ -237,8 +263,9 @@ class BatchRun:
             say(format_resuming_block(tracker.state, len(pending)))
         if not pending:
             tracker.close()
-            say(format_progress_summary(tracker.state))
-            say("Nothing left to do: every actor is already done. Use --no-resume to start over.")
+            state = tracker.state
+            say(format_progress_summary(state))
+            say(nothing_left_line(state.failed_in_run))
             return EXIT_OK
         return self._process(actors, pending, tracker, context)
 
@@ -249,7 +276,7 @@ class BatchRun:
         tracker: ProgressTracker,
         context: RunContext,
     ) -> int:
-        by_name = {actor.name: (position, actor) for position, actor in enumerate(actors, 1)}
+        by_name = {actor.name: actor for actor in actors}
         tally = SessionTally()
         stop = StopSignals()
         done_before = len(actors) - len(pending)
@@ -264,13 +291,15 @@ class BatchRun:
                 dynamic_ncols=True,
             ) as bar,
         ):
-            for name in pending:
-                position, actor = by_name[name]
-                say(actor_banner(position, len(actors), name))
+            for done, name in enumerate(pending, start=done_before):
+                actor = by_name[name]
+                say(actor_banner(done, len(actors), name))
                 tracker.mark_started(name)
                 try:
                     outcome = stop.run(lambda actor=actor: process_actor(actor, context))
                 except Stopped as stopped:
+                    bar.leave = False
+                    bar.close()  # cleared now, so no write below can draw it again
                     finish_report(context)
                     return self._stopped(tracker, stopped.signum)
                 except FatalRunError as fatal:
@@ -295,6 +324,9 @@ class BatchRun:
         say(format_final_summary(tally, self.execute, usage))
         say()
         say(format_progress_summary(tracker.state))
+        last = closing_line(tally)
+        if last:
+            say(last)
         return EXIT_ACTOR_FAILED if tally.failed else EXIT_OK
 
     @staticmethod
@@ -306,8 +338,8 @@ class BatchRun:
         if outcome.skipped_reason:
             tracker.mark_skipped(name, outcome.skipped_reason)
         else:
-            tracker.mark_completed(name)
-        tally.count(outcome)
+            tracker.mark_completed(name, outcome.state)
+        tally.count(name, outcome)
 
     @staticmethod
     def _fail(
@@ -360,6 +392,13 @@ def report_failure(context: RunContext, name: str, error: str) -> None:
         say(f"  report not updated: {problem.strerror or problem}")
 
 
+def nothing_left_line(failed: int) -> str:
+    line = "Nothing left to do: every actor is already done."
+    if failed:
+        line += f" {plural(failed, 'actor')} failed: add --retry-failed to try again."
+    return line + " Use --no-resume to start over."
+
+
 def run_single(config: Config, actor: Actor, output_dir: Path, *, execute: bool) -> int:
     """``--actor-id``: one actor, no progress tracking."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -391,4 +430,6 @@ def run_single(config: Config, actor: Actor, output_dir: Path, *, execute: bool)
         say(line)
     finish_report(context)
     say(f"Results in {output_dir}")
+    if outcome.state == SHORT:
+        say(f"{actor.name} could not reach the target (state short): {outcome.state_reason}")
     return EXIT_OK
