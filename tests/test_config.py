@@ -81,6 +81,11 @@ retries = 0
         ({"prompts": {"bw_stylized": ["{name}"]}}, "prompts.bw_stylized"),
         ({"download": {"max_bytes": 1.5}}, "download.max_bytes"),
         ({"quality": {"min_side": -3}}, "quality.min_side"),
+        ({"plan": {"when_short": "drop"}}, "plan.when_short"),
+        ({"plan": {"min_total": 0}}, "plan.min_total"),
+        ({"plan": {"min_total": "10"}}, "plan.min_total"),
+        ({"plan": {"min_total": 25}}, "plan.min_total"),
+        ({"plan": {"shrink": True}}, "plan.shrink"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(raw, named):
@@ -108,3 +113,16 @@ def test_result_settings_change_with_results_not_with_timeouts():
     other_model = parse_config({"evaluator": {"backend": "openai", "openai": {"model": "m2"}}})
     assert result_settings(other_model)["evaluator"]["model"] == "m2"
     assert "api_key" not in str(result_settings(other_model))
+
+
+def test_plan_keys_default_to_shrink_and_ten_and_are_read():
+    assert Config().plan.when_short == "shrink" and Config().plan.min_total == 10
+    config = parse_config({"plan": {"when_short": "keep", "min_total": 15}})
+    assert config.plan.when_short == "keep" and config.plan.min_total == 15
+    # the default min_total needs no change when the target is smaller: the plan caps it
+    assert parse_config({"target": {"total": 6}}).plan.min_total == 10
+
+
+def test_plan_keys_are_result_settings():
+    keep = parse_config({"plan": {"when_short": "keep"}})
+    assert result_settings(keep)["plan"] != result_settings(Config())["plan"]

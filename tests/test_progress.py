@@ -486,6 +486,8 @@ def test_unreadable_progress_is_never_overwritten_and_reset_keeps_it(
     kept = tracker.reset()
     assert kept is not None and kept.parent == tmp_path
     assert kept.name.startswith(f"{PROGRESS_FILE}.") and kept.name.endswith(".bak")
+    stamp = kept.name.removeprefix(f"{PROGRESS_FILE}.").removesuffix(".bak")
+    assert datetime.strptime(stamp, "%Y%m%dT%H%M%SZ"), stamp  # ISO 8601 basic, UTC
     assert kept.read_bytes() == content
     assert not progress.exists()
     assert tracker.start(NAMES, "dry_run", SETTINGS, resume=True, retry_failed=False) == NAMES

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -852,7 +852,7 @@ class ProgressTracker:
         self._require_lock("reset()")
         if self._state is not None:
             raise RuntimeError("reset() during a run")
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")  # ISO 8601 basic, in UTC
         backup = None
         if self.path.exists():
             backup = _unused(self.output_dir, f"{PROGRESS_FILE}.{stamp}", ".bak")
