@@ -14,20 +14,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from training_data.config import PlanConfig, TargetConfig
 from training_data.evaluation import UNUSABLE_ISSUES, ImageEvaluation
 
-BALANCED, REBALANCED, SHORT, FAILED, SKIPPED = (
-    "balanced",
-    "rebalanced",
-    "short",
-    "failed",
-    "skipped",
-)
-ACTOR_STATES = (BALANCED, REBALANCED, SHORT, FAILED, SKIPPED)
+# An actor's state at the end of its step; the two others are "failed" and "skipped".
+BALANCED, REBALANCED, SHORT, SKIPPED = "balanced", "rebalanced", "short", "skipped"
 
 
 @dataclass(frozen=True)
@@ -65,7 +59,7 @@ class Plan:
     short: dict[str, int] = field(default_factory=dict)
     short_reason: str = ""
     why_unbalanced: str = ""
-    reachable_total: int | None = None  # the T a shrunk plan aims at; None when not shrunk
+    reachable_total: int | None = None  # the T of the best reachable mix, when shrinking
 
     @property
     def state(self) -> str:
@@ -145,65 +139,75 @@ def make_plan(
         category: [i for i in images if i.type == category and i.number not in removed]
         for category in targets
     }
-    cannot_make = {c: len(usable[c]) for c in targets if c not in ability.categories}
+    have = {category: len(usable[category]) for category in targets}
+    cannot_make = {c: n for c, n in have.items() if c not in ability.categories}
     short = {c: targets[c] - n for c, n in cannot_make.items() if n < targets[c]}
-    aim = targets
-    reason = ""
-    shrunk_to = None
-    if short:
-        reason = _short_reason(short, ability)
-        if policy.when_short == "keep":
-            aim = {
-                c: len(usable[c]) if c in cannot_make else max(len(usable[c]), targets[c])
-                for c in targets
-            }
-            reason += "; keeping every usable image (plan.when_short = keep)"
-        else:
-            total = reachable_total(target.mix, target.total, cannot_make)
-            floor = min(policy.min_total, target.total)
-            if total < floor:
-                reason += (
-                    f"; the best reachable mix has {total} images, under plan.min_total "
-                    f"{floor}: left as it is"
-                )
-                return Plan(
-                    counts,
-                    percentages,
-                    targets,
-                    False,
-                    (),
-                    {},
-                    dict(counts),
-                    short,
-                    reason,
-                    why,
-                    total,
-                )
-            reachable = target_counts(target.mix, total)
-            shrunk_to = total
-            aim = {c: len(usable[c]) if c in short else reachable[c] for c in targets}
-            reason += f"; best reachable mix {_slashed(aim)} of {sum(aim.values())}"
+    aim = _aim_when_short(have, short, cannot_make, target, ability, policy) if short else None
+    aim = aim or _Aim(targets, "")
+    unchanged = Plan(counts, percentages, targets, False, (), {}, dict(counts))
+    if aim.counts is None:  # under min_total: left as it is
+        return replace(
+            unchanged,
+            short=short,
+            short_reason=aim.reason,
+            why_unbalanced=why,
+            reachable_total=aim.reachable_total,
+        )
     surplus: list[Removal] = []
     generations: dict[str, int] = {}
-    for category, wanted in aim.items():
-        excess = len(usable[category]) - wanted
+    for category, wanted in aim.counts.items():
+        excess = have[category] - wanted
         if excess > 0:
             surplus.extend(_surplus_removals(usable[category], excess, category))
         elif excess < 0:
             generations[category] = -excess
-    return Plan(
-        counts,
-        percentages,
-        targets,
-        False,
-        tuple(unusable + surplus),
-        generations,
-        planned_counts=dict(aim),
+    return replace(
+        unchanged,
+        removals=tuple(unusable + surplus),
+        generations=generations,
+        planned_counts=dict(aim.counts),
         short=short,
-        short_reason=reason,
+        short_reason=aim.reason,
         why_unbalanced=why,
-        reachable_total=shrunk_to,
+        reachable_total=aim.reachable_total,
     )
+
+
+@dataclass(frozen=True)
+class _Aim:
+    """Where a short actor's plan aims; ``counts`` None leaves the actor as it is."""
+
+    counts: dict[str, int] | None
+    reason: str
+    reachable_total: int | None = None  # set when shrinking (even when left as it is)
+
+
+def _aim_when_short(
+    have: Mapping[str, int],
+    short: Mapping[str, int],
+    cannot_make: Mapping[str, int],
+    target: TargetConfig,
+    ability: GeneratorAbility,
+    policy: PlanConfig,
+) -> _Aim:
+    """keep: generate what can be, keep the rest; shrink: the best reachable mix, if big enough."""
+    reason = _short_reason(short, ability)
+    targets = target_counts(target.mix, target.total)
+    if policy.when_short == "keep":
+        kept = {c: n if c in cannot_make else max(n, targets[c]) for c, n in have.items()}
+        return _Aim(kept, f"{reason}; keeping every usable image (plan.when_short = keep)")
+    total = reachable_total(target.mix, target.total, cannot_make)
+    floor = min(policy.min_total, target.total)
+    if total < floor:
+        return _Aim(
+            None,
+            f"{reason}; the best reachable mix has {total} images, under plan.min_total "
+            f"{floor}: left as it is",
+            total,
+        )
+    reachable = target_counts(target.mix, total)
+    aim = {c: have[c] if c in short else reachable[c] for c in targets}  # short ones: keep all
+    return _Aim(aim, f"{reason}; best reachable mix {_slashed(aim)} of {sum(aim.values())}", total)
 
 
 def _short_reason(short: Mapping[str, int], ability: GeneratorAbility) -> str:
