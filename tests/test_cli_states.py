@@ -15,7 +15,15 @@ import termios
 import time
 from pathlib import Path
 
-from conftest import cli_command, cli_env, mix_kinds, read_progress, run_cli, write_actor
+from conftest import (
+    cli_command,
+    cli_env,
+    draw_image,
+    mix_kinds,
+    read_progress,
+    run_cli,
+    write_actor,
+)
 from test_cli_runner import slow_dataset, slow_server
 
 from training_data.config import DEFAULT_MIX
@@ -162,6 +170,27 @@ def test_execute_does_what_the_dry_run_said_and_leaves_no_actor_worse_off(tmp_pa
                 r["type"] == "photorealistic" and r["reason"].startswith("surplus")
                 for r in execution["removed"]
             ), name
+
+
+def test_generation_that_fails_at_execute_leaves_the_actor_short_saying_why(tmp_path):
+    training = tmp_path / "data" / "actors" / "0000_small" / "training_data"
+    training.mkdir(parents=True)
+    for number in range(1, 14):  # photos too small for the local generator to draw from
+        draw_image("photorealistic", number, side=200).save(training / f"p_{number}.jpg")
+    config = tmp_path / "config.toml"
+    config.write_text("[quality]\nmin_side = 128\n")
+    out = tmp_path / "out"
+    args = ("--all", "--data-dir", tmp_path / "data", "--output-dir", out, "--config", config)
+    preview = run_cli(*args, cwd=tmp_path)
+    assert "  generate 4 bw_stylized" in preview.stdout, preview.stdout
+    result = run_cli(*args, "--execute", "--no-resume", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    document = evaluation(out, "0000_small")
+    assert document["state"] == "short"
+    assert document["state_reason"].startswith("bw_stylized: 4 not generated (source image")
+    assert "too small to draw from" in document["state_reason"]
+    assert read_progress(out)["actor_states"] == {"0000_small": "short"}
+    assert "  Successful: 0\n" in result.stdout and "  Short: 1\n" in result.stdout
 
 
 def usable_counts(images: list[dict]) -> dict[str, int]:

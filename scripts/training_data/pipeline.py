@@ -15,6 +15,7 @@ import requests
 
 from training_data.config import Config
 from training_data.dataset import (
+    IMAGE_SUFFIXES,
     Actor,
     TrainingImage,
     list_training_images,
@@ -149,7 +150,10 @@ def _has_source(actor: Actor, evaluation: ActorEvaluation) -> bool:
     if any(i.type == "photorealistic" and not i.unusable for i in evaluation.images):
         return True
     try:
-        return any(path.is_file() for path in actor.base_image_dir.iterdir())
+        return any(
+            path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+            for path in actor.base_image_dir.iterdir()
+        )
     except OSError:
         return False
 
