@@ -42,6 +42,7 @@ from training_data.plan import (
 )
 from training_data.report import evaluation_document, write_composite, write_evaluation_json
 from training_data.review_site import ReviewSite
+from training_data.wording import plural
 
 NO_IMAGES = "no training images"
 
@@ -223,7 +224,7 @@ def describe_plan(plan: Plan) -> list[str]:
         lines.append(f"  cannot generate {missing} {category}")
     if plan.has_actions:
         planned = plan.planned_counts
-        lines.append(f"  plan: {_slashed(planned)} = {sum(planned.values())} images")
+        lines.append(f"  plan: {_slashed(planned)} = {plural(sum(planned.values()), 'image')}")
     else:
         lines.append("  plan: nothing to change")
     return lines

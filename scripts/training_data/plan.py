@@ -19,6 +19,7 @@ from typing import Any
 
 from training_data.config import PlanConfig, TargetConfig
 from training_data.evaluation import UNUSABLE_ISSUES, ImageEvaluation
+from training_data.wording import plural
 
 # An actor's state at the end of its step; the two others are "failed" and "skipped".
 BALANCED, REBALANCED, SHORT, SKIPPED = "balanced", "rebalanced", "short", "skipped"
@@ -201,7 +202,7 @@ def _aim_when_short(
     if total < floor:
         return _Aim(
             None,
-            f"{reason}; the best reachable mix has {total} images, under plan.min_total "
+            f"{reason}; the best reachable mix has {plural(total, 'image')}, under plan.min_total "
             f"{floor}: left as it is",
             total,
         )
@@ -237,7 +238,7 @@ def _why_unbalanced(
         listed = ", ".join(f"{n} {kind}" for kind, n in outside.items())
         parts.append(f"{sum(outside.values())} not in the target mix: {listed}")
     if len(images) != target.total:
-        parts.append(f"{len(images)} images, target {target.total}")
+        parts.append(f"{plural(len(images), 'image')}, target {target.total}")
     typed = sum(counts.values())
     for category, share in target.mix.items():
         actual = counts[category] / typed if typed else 0.0

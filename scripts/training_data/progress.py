@@ -39,6 +39,7 @@ from training_data.atomic import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from training_data.wording import plural
 
 PROGRESS_FILE = "progress.json"
 JOURNAL_FILE = "progress.journal"
@@ -443,11 +444,6 @@ def format_resuming_block(state: ProgressState, remaining: int) -> str:
 
 
 # --- the journal ---
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 actor``, ``2 actors``: counts read as a person would write them."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _event_line(event: dict[str, str]) -> bytes:

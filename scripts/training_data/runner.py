@@ -30,8 +30,8 @@ from training_data.progress import (
     ProgressTracker,
     format_progress_summary,
     format_resuming_block,
-    plural,
 )
+from training_data.wording import plural
 
 RULE = "=" * 70
 EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE = 0, 1, 2
