@@ -299,9 +299,6 @@ def _defect_removal(image: ImageEvaluation, targets: Mapping[str, int]) -> Remov
         reason = f"type {image.type} is not in the target mix"
     else:
         return None
-    others = [issue for issue in image.issues if issue not in UNUSABLE_ISSUES]
-    if others:
-        reason += f" (also {', '.join(others)})"
     return Removal(image.number, image.filename, image.type, image.quality_score, reason)
 
 
