@@ -42,6 +42,9 @@ mode = "composite"
 concurrency = 2
 [generator]
 backend = "none"
+[evaluator.openai.descriptions]
+portrait = "a photograph that shows the head and shoulders"
+anime = "a drawing in the style of Japanese animation"
 [prompts]
 anime = ["an anime drawing of {descriptor}"]
 [download]
@@ -57,6 +60,7 @@ retries = 0
     assert config.download.retries == 0 and config.download.timeout == 5.0
     assert config.prompts_for("anime") == ["an anime drawing of {descriptor}"]
     assert config.prompts_for("portrait") == ["a portrait image of {descriptor}"]
+    assert config.evaluator.openai.category_descriptions()["anime"].startswith("a drawing")
 
 
 @pytest.mark.parametrize(
@@ -126,3 +130,34 @@ def test_plan_keys_default_to_shrink_and_ten_and_are_read():
 def test_plan_keys_are_result_settings():
     keep = parse_config({"plan": {"when_short": "keep"}})
     assert result_settings(keep)["plan"] != result_settings(Config())["plan"]
+
+
+@pytest.mark.parametrize(
+    ("mix", "hint"),
+    [
+        ({"photorealistic": 0.65, "bw_stylised": 0.2, "color_stylized": 0.15}, "bw_stylized"),
+        ({"photorealistic": 0.65, "bw_stylized": 0.2, "colour_stylized": 0.15}, "color_stylized"),
+        ({"sketch": 0.5, "bw_stylized": 0.5}, None),
+    ],
+)
+def test_a_category_the_local_evaluator_cannot_assign_is_an_error(mix, hint):
+    with pytest.raises(ConfigError) as error:
+        parse_config({"target": {"mix": mix}})
+    if hint:
+        assert f"did you mean {hint}?" in str(error.value)
+    else:
+        assert "did you mean" not in str(error.value)
+    assert "assigns only photorealistic, bw_stylized, color_stylized" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_an_openai_custom_category_needs_a_description():
+    mix = {"photorealistic": 0.5, "anime": 0.5}
+    with pytest.raises(ConfigError, match=r"target\.mix\.anime.*evaluator\.openai\.descriptions"):
+        parse_config({"target": {"mix": mix}, "evaluator": {"backend": "openai"}})
+    described = {"backend": "openai", "openai": {"descriptions": {"anime": "anime drawings"}}}
+    config = parse_config({"target": {"mix": mix}, "evaluator": described})
+    assert config.categories == ("photorealistic", "anime")
+    assert result_settings(config)["evaluator"]["descriptions"] == {"anime": "anime drawings"}
+    with pytest.raises(ConfigError, match="evaluator.openai.descriptions.anime"):
+        parse_config({"evaluator": {"openai": {"descriptions": {"anime": ""}}}})

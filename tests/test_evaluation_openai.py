@@ -547,6 +547,18 @@ def test_settings_change_with_what_changes_verdicts_and_hold_no_key():
     assert settings(timeout=5.0, max_retries=0, concurrency=1) == base
 
 
+def test_a_description_from_the_config_reaches_the_prompt(
+    server: ChatServer, samples: list[ImageSample]
+):
+    described = {"bw_stylized": "monochrome line art of the person, never a photograph"}
+    backend(server, descriptions=described).judge(samples[:1], CATEGORIES)
+    system = server.received[0].body["messages"][0]["content"]
+    assert "  - bw_stylized: monochrome line art of the person, never a photograph" in system
+    plain = OpenAIBackend(OpenAIConfig(), CATEGORIES, api_key=KEY).settings()
+    custom = OpenAIBackend(OpenAIConfig(descriptions=described), CATEGORIES, api_key=KEY)
+    assert custom.settings()["prompt_sha256"] != plain["prompt_sha256"]
+
+
 def test_retry_after_forms():
     now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -7,6 +7,7 @@ environment.
 
 from __future__ import annotations
 
+import difflib
 import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -35,6 +36,18 @@ DEFAULT_PROMPTS: dict[str, list[str]] = {
 }
 
 GENERIC_PROMPT = "a {category} image of {descriptor}"
+
+# What the local evaluator's style classifier can answer (style.classify_style).
+LOCAL_CATEGORIES: tuple[str, ...] = ("photorealistic", "bw_stylized", "color_stylized")
+
+# How the openai evaluator's prompt describes each category; a custom one needs its own.
+CATEGORY_DESCRIPTIONS: dict[str, str] = {
+    "photorealistic": "photographs and photo-like renders, including grayscale photos",
+    "bw_stylized": (
+        "black-and-white or grayscale illustration: ink, pencil, charcoal, manga, woodcut"
+    ),
+    "color_stylized": "color illustration: comic, watercolor, digital painting, cel shading",
+}
 
 
 class ConfigError(ValueError):
@@ -85,6 +98,11 @@ class OpenAIConfig:
     timeout: float = 60.0
     max_retries: int = 4
     concurrency: int = 4
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+    def category_descriptions(self) -> dict[str, str]:
+        """What the prompt says of each category: the built-in texts, then the user's."""
+        return CATEGORY_DESCRIPTIONS | self.descriptions
 
 
 @dataclass(frozen=True)
@@ -160,6 +178,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
     _check_mix(config.target)
     if "min_total" in raw.get("plan", {}):
         _check_min_total(config.plan, config.target)
+    _check_categories(config)
     _check_prompts(config.prompts)
     return config
 
@@ -190,6 +209,8 @@ def _value(key: str, value: Any, default: Any) -> Any:
         return _mix(key, value)
     if key == "prompts":
         return _prompt_table(key, value)
+    if key == "evaluator.openai.descriptions":
+        return _descriptions(key, value)
     if isinstance(default, bool):
         raise AssertionError("no boolean settings")  # pragma: no cover
     if isinstance(default, int):
@@ -242,6 +263,15 @@ def _prompt_table(key: str, value: Any) -> dict[str, list[str]]:
     return prompts
 
 
+def _descriptions(key: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key '{key}' must be a table of category = \"description\"")
+    for name, text in value.items():
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"config key '{key}.{name}' must be a non-empty string")
+    return dict(value)
+
+
 def _check_mix(target: TargetConfig) -> None:
     if abs(sum(target.mix.values()) - 1.0) > 1e-6:
         raise ConfigError(
@@ -257,6 +287,32 @@ def _check_min_total(plan: PlanConfig, target: TargetConfig) -> None:
         raise ConfigError(
             f"config key 'plan.min_total' ({plan.min_total}) is above target.total "
             f"({target.total}): every short actor would be left as it is"
+        )
+
+
+def _check_categories(config: Config) -> None:
+    """Every category of the mix must be one the configured evaluator can assign.
+
+    Otherwise a typo (``bw_stylised``) plans the removal of every image of the real category.
+    """
+    if config.evaluator.backend == "openai":
+        known = tuple(config.evaluator.openai.category_descriptions())
+    else:
+        known = LOCAL_CATEGORIES
+    for name in config.target.mix:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        if config.evaluator.backend == "openai":
+            raise ConfigError(
+                f"config key 'target.mix.{name}': {hint}the openai evaluator needs a description "
+                f"of a custom category: add it under [evaluator.openai.descriptions] as "
+                f'{name} = "what such an image looks like"'
+            )
+        raise ConfigError(
+            f"config key 'target.mix.{name}': {hint}the local evaluator assigns only "
+            f"{', '.join(LOCAL_CATEGORIES)}"
         )
 
 
@@ -284,6 +340,8 @@ def result_settings(config: Config) -> dict[str, Any]:
             "model": config.evaluator.openai.model,
             "mode": config.evaluator.openai.mode,
         }
+        if config.evaluator.openai.descriptions:
+            evaluator["descriptions"] = dict(config.evaluator.openai.descriptions)
     else:
         evaluator["quality"] = asdict(config.quality)
     generator: dict[str, Any] = {"backend": config.generator.backend}

@@ -22,7 +22,7 @@ import os
 import random
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,14 +52,6 @@ ERROR_EXCERPT = 200
 PIPELINE_ISSUES = frozenset({"unreadable", "duplicate"})
 JUDGED_ISSUES = tuple(issue for issue in ISSUE_NAMES if issue not in PIPELINE_ISSUES)
 RETRIED_STATUSES = frozenset({408, 409, 429})
-
-CATEGORY_DEFINITIONS = {
-    "photorealistic": "photographs and photo-like renders, including grayscale photos",
-    "bw_stylized": (
-        "black-and-white or grayscale illustration: ink, pencil, charcoal, manga, woodcut"
-    ),
-    "color_stylized": "color illustration: comic, watercolor, digital painting, cel shading",
-}
 
 ISSUE_DEFINITIONS = {
     "too_small": "the original is too small to train on (see its pixel size)",
@@ -122,6 +114,10 @@ class OpenAIBackend:
         """``backoff`` is the first wait (seconds) before retrying a fault without Retry-After."""
         self._config = settings
         self._categories = tuple(categories)
+        descriptions = settings.category_descriptions()
+        # Config validation lets no category through without a description; "as its name says"
+        # only serves a backend built by hand.
+        self._described = {name: descriptions.get(name, "as its name says") for name in categories}
         self._endpoint = check_base_url(settings.base_url).rstrip("/") + "/chat/completions"
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
         self._headers = {"Content-Type": "application/json"}
@@ -153,7 +149,7 @@ class OpenAIBackend:
             "mode": self._config.mode,
             "categories": list(self._categories),
             "prompt_version": PROMPT_VERSION,
-            "prompt_sha256": prompt_digest(self._categories),
+            "prompt_sha256": prompt_digest(self._described),
             "image_max_side": IMAGE_MAX_SIDE,
         }
 
@@ -170,7 +166,7 @@ class OpenAIBackend:
         if not samples:
             return {}
         if self._config.mode == "composite":
-            request = sheet_request(samples, self._config.model, self._categories)
+            request = sheet_request(samples, self._config.model, self._described)
             return self._ask(request, threading.Event())
         return self._judge_each(samples)
 
@@ -200,7 +196,7 @@ class OpenAIBackend:
     def _judge_one(self, sample: ImageSample, cancel: threading.Event) -> dict[int, Judgement]:
         if cancel.is_set():
             raise Cancelled
-        return self._ask(single_request(sample, self._config.model, self._categories), cancel)
+        return self._ask(single_request(sample, self._config.model, self._described), cancel)
 
     def _ask(self, request: ChatRequest, cancel: threading.Event) -> dict[int, Judgement]:
         """Send until a valid answer; every fault, transport or content, spends one attempt."""
@@ -309,14 +305,14 @@ class ChatRequest:
     numbers: tuple[int, ...]
 
 
-def single_request(sample: ImageSample, model: str, categories: tuple[str, ...]) -> ChatRequest:
+def single_request(sample: ImageSample, model: str, described: Mapping[str, str]) -> ChatRequest:
     text = f"Image {sample.number} (original {size_text(sample)})."
     jpeg = encode_jpeg(load_for_model(sample))
-    return chat_request(model, categories, text, jpeg, (sample.number,))
+    return chat_request(model, described, text, jpeg, (sample.number,))
 
 
 def sheet_request(
-    samples: list[ImageSample], model: str, categories: tuple[str, ...]
+    samples: list[ImageSample], model: str, described: Mapping[str, str]
 ) -> ChatRequest:
     """One contact sheet of all the actor's images, each tile numbered as the answer must be."""
     tiles = [SheetTile(s.number, load_for_model(s), "", False) for s in samples]
@@ -328,7 +324,7 @@ def sheet_request(
         f"Judge each image on its own. Original sizes: {sizes}."
     )
     numbers = tuple(s.number for s in samples)
-    return chat_request(model, categories, text, encode_jpeg(sheet), numbers)
+    return chat_request(model, described, text, encode_jpeg(sheet), numbers)
 
 
 def sheet_tile_side(count: int) -> int:
@@ -338,13 +334,14 @@ def sheet_tile_side(count: int) -> int:
 
 
 def chat_request(
-    model: str, categories: tuple[str, ...], text: str, jpeg: bytes, numbers: tuple[int, ...]
+    model: str, described: Mapping[str, str], text: str, jpeg: bytes, numbers: tuple[int, ...]
 ) -> ChatRequest:
+    """``described``: each category the answer may use, with what the prompt says of it."""
     image_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
     payload = {
         "model": model,
         "messages": [
-            {"role": "system", "content": instructions(categories)},
+            {"role": "system", "content": instructions(described)},
             {
                 "role": "user",
                 "content": [
@@ -358,17 +355,15 @@ def chat_request(
             "json_schema": {
                 "name": "training_image_review",
                 "strict": True,
-                "schema": answer_schema(numbers, categories),
+                "schema": answer_schema(numbers, tuple(described)),
             },
         },
     }
     return ChatRequest(payload, numbers)
 
 
-def instructions(categories: tuple[str, ...]) -> str:
-    category_lines = "\n".join(
-        f"  - {name}: {CATEGORY_DEFINITIONS.get(name, 'as its name says')}" for name in categories
-    )
+def instructions(described: Mapping[str, str]) -> str:
+    category_lines = "\n".join(f"  - {name}: {text}" for name, text in described.items())
     issue_lines = "\n".join(f"  - {name}: {ISSUE_DEFINITIONS[name]}" for name in JUDGED_ISSUES)
     return INSTRUCTIONS.format(categories=category_lines, issues=issue_lines)
 
@@ -395,11 +390,11 @@ def answer_schema(numbers: tuple[int, ...], categories: tuple[str, ...]) -> dict
     }
 
 
-def prompt_digest(categories: tuple[str, ...]) -> str:
+def prompt_digest(described: Mapping[str, str]) -> str:
     """A fingerprint of what the model is told, so any prompt or schema edit misses the cache."""
     told = {
-        "instructions": instructions(categories),
-        "schema": answer_schema((), categories),
+        "instructions": instructions(described),
+        "schema": answer_schema((), tuple(described)),
         "jpeg_quality": JPEG_QUALITY,
         "sheet": [SHEET_COLUMNS, SHEET_MAX_SIDE, SHEET_TILE_MAX],
     }
