@@ -145,7 +145,7 @@ def test_execute_reports_then_restore_puts_everything_back(make_dataset, tmp_pat
     assert manifest["images"] == original_manifest["images"]
     again = run_cli("--restore", "0000", "--data-dir", data_dir, "--output-dir", out, cwd=tmp_path)
     assert again.returncode == 0
-    assert "nothing to restore" in again.stdout
+    assert "nothing left to restore" in again.stdout
 
 
 def test_hostile_manifest_path_fails_only_that_actor(make_dataset, tmp_path):

@@ -29,7 +29,7 @@ from PIL import Image
 from training_data.config import DEFAULT_PROMPTS, TargetConfig
 from training_data.dataset import Actor, list_training_images, read_manifest
 from training_data.errors import ActorError
-from training_data.execute import actor_descriptor, apply_plan, recover, restore_last_run
+from training_data.execute import actor_descriptor, apply_plan, recover, restore_removed
 from training_data.generation import LocalGenerator
 from training_data.plan import Plan, Removal
 
@@ -216,7 +216,7 @@ def test_an_entry_without_a_file_is_set_aside_without_moving_anything(tmp_path: 
     manifest = read_manifest(actor)
     assert "lost.jpg" not in manifest["images"]
     assert manifest["removed_images"]["lost.jpg"]["note"] == "no file, no url"
-    restore_last_run(actor)
+    restore_removed(actor)
     assert read_manifest(actor)["images"]["lost.jpg"] == {"type": PHOTO, "note": "no file, no url"}
 
 
@@ -230,7 +230,7 @@ def test_images_without_a_manifest_get_one_that_restore_takes_away(tmp_path: Pat
     assert all(
         set(record) == {"reason", "removed_at", "moved_to", "run"} for record in removed.values()
     )
-    restore_last_run(actor)
+    restore_removed(actor)
     assert originals(actor) == before and not actor.manifest_path.exists()
 
 
@@ -263,7 +263,7 @@ def test_hostile_journal_is_refused(tmp_path: Path):
     journal_path.write_text(json.dumps(journal))
     before = file_hashes(actor.folder)
     with pytest.raises(ActorError, match=r"removal journal .* is not valid"):
-        restore_last_run(actor)
+        restore_removed(actor)
     assert file_hashes(actor.folder) == before
 
 
@@ -276,16 +276,16 @@ def test_restore_brings_the_set_back_exactly(tmp_path: Path):
     result = apply(actor)
     assert len(result.removed) == 7 and originals(actor) != before
 
-    restored = restore_last_run(actor)
+    restored = restore_removed(actor)
     assert sorted(restored.restored) == sorted(r["filename"] for r in result.removed)
-    assert restored.kept == [] and restored.run == RUN
+    assert restored.kept == [] and restored.runs == [RUN]
     assert restored.messages[0].startswith("restored 7 image(s)")
     assert originals(actor) == before
     assert read_manifest(actor) == manifest_before
     assert [p.name for p in (actor.removed_dir / RUN).iterdir()] == ["removal.json"]
 
-    again = restore_last_run(actor)
-    assert again.restored == [] and "already put back" in again.messages[-1]
+    again = restore_removed(actor)
+    assert again.restored == [] and again.messages[-1].startswith("nothing left to restore")
     assert originals(actor) == before
 
 
@@ -293,7 +293,7 @@ def test_restore_keeps_generated_images_and_brings_back_the_removed(tmp_path: Pa
     actor = make_actor(tmp_path, {PHOTO: 18, BW: 1})
     before = originals(actor)
     result = apply(actor, LocalGenerator())
-    restore_last_run(actor)
+    restore_removed(actor)
     after = originals(actor)
     assert {k: v for k, v in after.items() if k in before} == before
     assert set(after) - set(before) == {f"training_data/{m['filename']}" for m in result.generated}
@@ -305,7 +305,7 @@ def test_restore_never_overwrites_a_file_that_came_back(tmp_path: Path):
     result = apply(actor)
     taken = result.removed[0]["filename"]
     (actor.training_dir / taken).write_bytes(b"a new file under the old name")
-    restored = restore_last_run(actor)
+    restored = restore_removed(actor)
     assert restored.kept == [taken]
     assert any(taken in line and "not overwritten" in line for line in restored.messages)
     assert (actor.training_dir / taken).read_bytes() == b"a new file under the old name"
@@ -314,8 +314,10 @@ def test_restore_never_overwrites_a_file_that_came_back(tmp_path: Path):
     assert taken in read_manifest(actor)["removed_images"]
 
 
-def test_restore_puts_back_the_last_run_only(tmp_path: Path):
+def two_runs(tmp_path: Path) -> tuple[Actor, dict[str, str], list[dict], list[dict]]:
+    """An actor that two execute runs took images from; its files as they were before both."""
     actor = make_actor(tmp_path, {PHOTO: 16, BW: 4, COLOR: 3})
+    before = originals(actor)
     first = apply(actor, run="20250101T000000Z")
     manifest = read_manifest(actor)
     for name in list(manifest["images"])[:3]:
@@ -323,17 +325,48 @@ def test_restore_puts_back_the_last_run_only(tmp_path: Path):
     actor.manifest_path.write_text(json.dumps(manifest))
     second = apply(actor, run="20250102T000000Z")
     assert second.removed and first.removed
-    restored = restore_last_run(actor)
-    assert restored.run == "20250102T000000Z"
-    assert sorted(restored.restored) == sorted(r["filename"] for r in second.removed)
-    for removal in first.removed:
+    return actor, before, first.removed, second.removed
+
+
+def test_restore_puts_back_every_run_newest_first(tmp_path: Path):
+    actor, before, first, second = two_runs(tmp_path)
+    restored = restore_removed(actor)
+    assert restored.runs == ["20250102T000000Z", "20250101T000000Z"]
+    assert sorted(restored.restored) == sorted(r["filename"] for r in first + second)
+    assert originals(actor) == before
+    assert "removed_images" not in read_manifest(actor)
+    assert_settled(actor)
+    again = restore_removed(actor)
+    assert again.restored == [] and again.messages[-1].startswith("nothing left to restore")
+
+
+def test_restore_of_one_run_names_the_folders_still_holding_images(tmp_path: Path):
+    actor, _before, first, second = two_runs(tmp_path)
+    restored = restore_removed(actor, run="20250102T000000Z")
+    assert restored.runs == ["20250102T000000Z"]
+    assert sorted(restored.restored) == sorted(r["filename"] for r in second)
+    for removal in first:
         assert (actor.folder / removal["moved_to"]).is_file()
+    held = f"removed_training_data/20250101T000000Z ({len(first)} images)"
+    assert restored.messages[-1] == f"removal folders that still hold images: {held}"
+    assert_settled(actor)
+
+
+def test_restore_names_a_removal_folder_it_did_not_make(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 13, BW: 4, COLOR: 3})
+    by_hand = actor.removed_dir / "old"
+    by_hand.mkdir(parents=True)
+    (by_hand / "a.jpg").write_bytes(b"set aside by hand")
+    result = restore_removed(actor)
+    assert result.restored == []
+    assert "nothing to restore" in result.messages[0]
+    assert result.messages[-1].endswith("old (1 image, not set aside by this tool)")
 
 
 def test_restore_with_nothing_removed_says_so(tmp_path: Path):
     actor = make_actor(tmp_path, {PHOTO: 13, BW: 4, COLOR: 3})
-    result = restore_last_run(actor)
-    assert result.restored == [] and result.run is None
+    result = restore_removed(actor)
+    assert result.restored == [] and result.runs == []
     assert "no execute run has removed images" in result.messages[0]
 
 
@@ -393,6 +426,33 @@ def test_a_crash_at_every_step_converges(tmp_path: Path, monkeypatch: pytest.Mon
     assert seen[0] >= 8 and step == seen[0] + 1  # every rename of a full run was a crash point
 
 
+def test_a_crash_at_every_step_of_a_restore_converges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Restoring two runs, stopped at each commit point in turn: the next restore finishes it."""
+    template, before, _first, _second = two_runs(tmp_path / "template")
+    step = 1
+    while True:
+        root = tmp_path / f"step{step}"
+        shutil.copytree(template.folder, root / "actors" / template.name)
+        actor = Actor(template.name, root / "actors" / template.name)
+        with monkeypatch.context() as patch:
+            seen = crash_at(patch, step)
+            try:
+                restore_removed(actor)
+                finished = True
+            except SimulatedCrash:
+                finished = False
+        restore_removed(actor)
+        assert originals(actor) == before, step
+        assert_settled(actor)
+        assert "removed_images" not in read_manifest(actor)
+        if finished:
+            break
+        step += 1
+    assert seen[0] >= 6 and step == seen[0] + 1
+
+
 def test_recovery_finishes_a_move_that_left_two_identical_copies(tmp_path: Path):
     """A cross-filesystem move copies, then unlinks: killed in between, recovery drops the
     source copy if it is byte-identical, and keeps both (saying so) if it is not."""
@@ -427,7 +487,7 @@ def test_removal_across_filesystems(tmp_path: Path):
         assert len(result.removed) == 3
         assert_nothing_lost(actor, before)
         assert_settled(actor)
-        restore_last_run(actor)
+        restore_removed(actor)
         assert originals(actor) == before
     finally:
         shutil.rmtree(elsewhere)

@@ -90,8 +90,42 @@ class TrainingImage:
 # --- actors -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ActorScan:
+    """The actors found, and the candidate folders that are not actors for want of
+    ``training_data/`` (images put straight into ``actors/<name>/``, say)."""
+
+    actors: list[Actor]
+    without_training_data: list[Path]
+    actors_dir: Path
+
+    def layout_notice(self) -> str | None:
+        """One line for the user when some folders were passed over, else None."""
+        if not self.without_training_data:
+            return None
+        count = len(self.without_training_data)
+        return (
+            f"note: {count} folder{'s' if count != 1 else ''} in {self.actors_dir} "
+            f"{'have' if count != 1 else 'has'} no training_data/ folder and "
+            f"{'are' if count != 1 else 'is'} not treated as actors, e.g. "
+            f"{_example_folder(self.without_training_data)}; {expected_layout(self.actors_dir)}"
+        )
+
+
+def expected_layout(actors_dir: Path) -> str:
+    return f"expected layout: {actors_dir}/<actor>/training_data/<images>"
+
+
 def find_actors(data_dir: Path) -> list[Actor]:
     """The actors of SPEC §2, sorted by name; only those that have a ``training_data/`` folder."""
+    return scan_actors(data_dir).actors
+
+
+def scan_actors(data_dir: Path) -> ActorScan:
+    """Like ``find_actors``, also naming the folders passed over.
+
+    Finding no actor while ``actors/`` holds something is a layout mistake, never an empty run.
+    """
     data_dir = Path(data_dir)
     if not data_dir.exists():
         raise DatasetError(f"data folder not found: {data_dir} (pass --data-dir <dataset root>)")
@@ -106,12 +140,59 @@ def find_actors(data_dir: Path) -> list[Actor]:
         )
     listing = data_dir / ACTORS_DATA_NAME
     names = _listed_actor_names(listing) if listing.exists() else _actor_folder_names(actors_dir)
-    actors = (Actor(name, actors_dir / name) for name in sorted(set(names)))
-    return [actor for actor in actors if actor.training_dir.is_dir()]
+    actors, passed_over = [], []
+    for name in sorted(set(names)):
+        actor = Actor(name, actors_dir / name)
+        if actor.training_dir.is_dir():
+            actors.append(actor)
+        elif actor.folder.is_dir():
+            passed_over.append(actor.folder)
+    scan = ActorScan(actors, passed_over, actors_dir)
+    if not actors:
+        _check_nothing_is_there(scan, listing)
+    return scan
 
 
-def select_actor(actors: Sequence[Actor], actor_id: str) -> Actor:
-    """The actor named exactly ``actor_id``, else the only one whose name starts with it."""
+def _check_nothing_is_there(scan: ActorScan, listing: Path) -> None:
+    layout = expected_layout(scan.actors_dir)
+    if scan.without_training_data:
+        count = len(scan.without_training_data)
+        raise DatasetError(
+            f"no actors in {scan.actors_dir}: {count} folder{'s' if count != 1 else ''} but none "
+            f"with a training_data/ folder, e.g. {_example_folder(scan.without_training_data)}"
+            f"; {layout}"
+        )
+    entries = sorted(_visible_names(scan.actors_dir))
+    if entries:
+        where = f"none of the names in {listing.name} is" if listing.exists() else "nothing is"
+        raise DatasetError(
+            f"no actors in {scan.actors_dir}: {where} an actor folder, but it holds "
+            f"{len(entries)} entr{'ies' if len(entries) != 1 else 'y'}, e.g. {entries[0]}; {layout}"
+        )
+
+
+def _example_folder(folders: list[Path]) -> str:
+    """``actors/jane/ (holds jane1.jpg)``: what the user put where, a folder with files first."""
+    for folder in folders[:100]:
+        inside = sorted(_visible_names(folder))
+        if inside:
+            return f"{folder}/ (holds {inside[0]})"
+    return f"{folders[0]}/ (empty)"
+
+
+def _visible_names(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return [entry.name for entry in entries if not entry.name.startswith(".")]
+    except OSError:
+        return []
+
+
+def select_actor(actors: Sequence[Actor], actor_id: str, flag: str = "--actor-id") -> Actor:
+    """The actor named exactly ``actor_id``, else the only one whose name starts with it.
+
+    ``flag``: the option the user typed, for the error message.
+    """
     for actor in actors:
         if actor.name == actor_id:
             return actor
@@ -120,12 +201,12 @@ def select_actor(actors: Sequence[Actor], actor_id: str) -> Actor:
         return matches[0]
     if not matches:
         raise DatasetError(
-            f"no actor matches --actor-id {actor_id!r}: "
+            f"no actor matches {flag} {actor_id!r}: "
             "give an actor folder name (or a unique prefix of one) that has a training_data folder"
         )
     shown = ", ".join(actor.name for actor in matches[:5]) + (", ..." if len(matches) > 5 else "")
     raise DatasetError(
-        f"--actor-id {actor_id!r} matches {len(matches)} actors ({shown}): give more of the name"
+        f"{flag} {actor_id!r} matches {len(matches)} actors ({shown}): give more of the name"
     )
 
 

@@ -1,24 +1,30 @@
 """evaluate_and_balance: evaluate every actor's LoRA training images and rebalance the style mix.
 
 Run as ``evaluate-and-balance`` or ``python scripts/training_data/evaluate_and_balance.py``.
+
+``--help``, ``--version``, ``--show-progress`` and usage errors must answer at once, so this module
+imports only the standard library, the config and the progress store at start; requests, Pillow
+and the evaluators are imported by the actions that need them (see scripts/bench_startup.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training_data.config import ConfigError, load_config
-from training_data.dataset import DatasetError, find_actors, select_actor
 from training_data.errors import ActorError, FatalRunError, UsageError
 from training_data.progress import (
     ProgressError,
@@ -27,17 +33,39 @@ from training_data.progress import (
     progress_summary,
 )
 
+if TYPE_CHECKING:
+    from training_data.dataset import Actor
+
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_OUTPUT_DIR = Path("debug/training_data_evaluation")
 PROG = "evaluate-and-balance"
 ACTIONS = ("all", "actor_id", "show_progress", "reset_progress", "restore", "stats", "report")
+EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+RULE = "=" * 70
 
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line that points at --help."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class VersionAction(argparse.Action):
+    """``--version``; the installed metadata is read only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any) -> NoReturn:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("evaluate-and-balance")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            installed = "unknown (not installed)"
+        print(f"{PROG} {installed}")
+        parser.exit(EXIT_OK)
 
 
 def build_parser() -> OneLineParser:
@@ -50,7 +78,13 @@ def build_parser() -> OneLineParser:
     action.add_argument("--actor-id", metavar="ID", help="one actor (name or unique prefix)")
     action.add_argument("--show-progress", action="store_true", help="print progress and exit")
     action.add_argument("--reset-progress", action="store_true", help="clear progress and exit")
-    action.add_argument("--restore", metavar="ACTOR", help="undo the last execute run's removals")
+    action.add_argument(
+        "--restore",
+        metavar="ACTOR",
+        nargs="?",
+        const="",
+        help="put back every image execute runs removed from ACTOR (--restore --all: every actor)",
+    )
     action.add_argument("--stats", action="store_true", help="dataset statistics, no evaluation")
     action.add_argument(
         "--report",
@@ -64,6 +98,9 @@ def build_parser() -> OneLineParser:
     resume.add_argument("--resume", action="store_true", help="resume (the default)")
     resume.add_argument("--no-resume", action="store_true", help="start fresh")
     parser.add_argument("--retry-failed", action="store_true", help="retry failed actors")
+    parser.add_argument(
+        "--run", metavar="RUN", help="with --restore: only that run's removal folder"
+    )
     parser.add_argument("--data-dir", type=Path, help=f"dataset root (default {DEFAULT_DATA_DIR})")
     parser.add_argument(
         "--output-dir", type=Path, help=f"output folder (default {DEFAULT_OUTPUT_DIR})"
@@ -71,11 +108,16 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--config", type=Path, help="TOML config file")
     parser.add_argument("--demo", action="store_true", help="use the generated demo dataset")
     parser.add_argument("--json", action="store_true", help="with --show-progress: one JSON object")
+    parser.add_argument("--version", action=VersionAction)
     return parser
 
 
 def check_combination(args: argparse.Namespace) -> str:
     """The one action asked for; raises UsageError for flags that do not go together."""
+    if args.restore is not None:
+        return check_restore(args)
+    if args.run is not None:
+        raise UsageError("--run goes with --restore")
     chosen = [name for name in ACTIONS if getattr(args, name)]
     if len(chosen) != 1:
         raise UsageError(
@@ -92,10 +134,31 @@ def check_combination(args: argparse.Namespace) -> str:
     return action
 
 
-def resolve_folders(args: argparse.Namespace) -> tuple[Path, Path]:
-    from training_data.demo import DEMO_DATA_DIR, DEMO_OUTPUT_DIR, ensure_demo_dataset
+def check_restore(args: argparse.Namespace) -> str:
+    """``--restore ACTOR`` or ``--restore --all``, each with an optional ``--run``."""
+    others = [name for name in ACTIONS if name not in ("restore", "all") and getattr(args, name)]
+    if others:
+        raise UsageError(
+            "choose exactly one of --all, --actor-id, --show-progress, --reset-progress, "
+            "--restore, --stats, --report"
+        )
+    if args.restore and args.all:
+        raise UsageError("--restore takes an ACTOR or --all, not both")
+    if not args.restore and not args.all:
+        raise UsageError("--restore needs an ACTOR, or --all for every actor")
+    if args.resume or args.no_resume or args.retry_failed or args.dry_run or args.execute:
+        raise UsageError("--restore goes with an ACTOR or --all, and --run only")
+    if args.run is not None and (
+        not args.run or args.run.startswith(".") or set(args.run) & {"/", "\\", "\0"}
+    ):
+        raise UsageError(f"--run {args.run!r} is not a removal folder name (see --help)")
+    return "restore"
 
+
+def resolve_folders(args: argparse.Namespace) -> tuple[Path, Path]:
     if args.demo:
+        from training_data.demo import DEMO_DATA_DIR, DEMO_OUTPUT_DIR, ensure_demo_dataset
+
         data_dir = args.data_dir or DEMO_DATA_DIR
         if ensure_demo_dataset(data_dir):
             print(f"Created the demo dataset in {data_dir}")
@@ -104,36 +167,62 @@ def resolve_folders(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return dispatch(args, argv if argv is not None else sys.argv[1:])
-    except (UsageError, ConfigError, DatasetError, ProgressError, FatalRunError) as error:
+        args = build_parser().parse_args(argv)  # --help writes here: its reader may be gone
+        code = dispatch(args, argv if argv is not None else sys.argv[1:])
+        sys.stdout.flush()  # here, so a reader gone away is met below, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        exit_on_closed_stdout()
+    except (UsageError, ConfigError, ProgressError, FatalRunError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def exit_on_closed_stdout() -> NoReturn:
+    """Whoever read our output has gone (``| head``, quitting ``less``): stop as ``cat`` would.
+
+    Progress is already safe (every outcome is journaled when it happens; a batch run folds it
+    on the way out) and the actor in flight was never recorded, so it stays pending. The process
+    ends by SIGPIPE, which a shell reports as 141, without a traceback or a flush error.
+    """
+    with open(os.devnull, "w") as devnull:  # pending output must not fail again at exit
+        os.dup2(devnull.fileno(), sys.stdout.fileno())
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(128 + signal.SIGPIPE)  # pragma: no cover - SIGPIPE ends the process first
 
 
 def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
-    from training_data import runner
-
     action = check_combination(args)
     config = load_config(args.config)
     data_dir, output_dir = resolve_folders(args)
     if action == "show_progress":
+        check_output_dir(output_dir, create=False)
         return show_progress(output_dir, as_json=args.json)
     if action == "report":
         return rebuild_report(data_dir, output_dir, argv)
     if action == "reset_progress":
+        check_output_dir(output_dir, create=False)
         return reset_progress(output_dir, argv)
     if action == "stats":
         return show_stats(data_dir, config.target.total)
+    actors = load_actors(data_dir)
+    check_output_dir(output_dir, create=True)
     if action == "restore":
-        return restore(data_dir, output_dir, args.restore, argv)
+        if args.all:
+            return restore_all(actors, output_dir, args.run, argv)
+        return restore_one(actors, output_dir, args.restore, args.run, argv)
+    from training_data import runner
+
     runner.configure_logging()
     if action == "actor_id":
-        actor = select_actor(find_actors(data_dir), args.actor_id)
+        from training_data.dataset import select_actor
+
+        actor = select_actor(actors, args.actor_id)
         if not args.execute:
             return runner.run_single(config, actor, output_dir, execute=False)
         with locked(output_dir, argv):  # an execute never races another over the same data
@@ -148,6 +237,34 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         command=shlex.join([PROG, *argv]),
     )
     return batch.run()
+
+
+def load_actors(data_dir: Path) -> list[Actor]:
+    """The actors, after one line on stderr about folders that look like actors but are not."""
+    from training_data.dataset import scan_actors
+
+    scan = scan_actors(data_dir)
+    notice = scan.layout_notice()
+    if notice:
+        print(notice, file=sys.stderr)
+    return scan.actors
+
+
+def check_output_dir(output_dir: Path, *, create: bool) -> None:
+    """An output folder that cannot be used is a usage error, found before any work starts."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"output folder {output_dir} is a file, not a folder (see --output-dir)")
+    if not create:
+        return
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UsageError(
+            f"cannot write to output folder {output_dir}: {reason} (see --output-dir)"
+        ) from None
 
 
 @contextmanager
@@ -209,7 +326,7 @@ def show_stats(data_dir: Path, target_total: int) -> int:
     from training_data.report import format_stats
 
     counts: dict[str, int] = {}
-    for actor in find_actors(data_dir):
+    for actor in load_actors(data_dir):
         try:
             counts[actor.name] = count_training_images(actor)
         except ActorError as error:
@@ -218,19 +335,76 @@ def show_stats(data_dir: Path, target_total: int) -> int:
     return 0
 
 
-def restore(data_dir: Path, output_dir: Path, actor_id: str, argv: list[str]) -> int:
+def restore_one(
+    actors: list[Actor], output_dir: Path, actor_id: str, run: str | None, argv: list[str]
+) -> int:
     """Under the output folder's lock, so it never races an execute run over the same data."""
-    from training_data.execute import restore_last_run
+    from training_data.dataset import select_actor
+    from training_data.execute import removal_runs, restore_removed
 
-    actor = select_actor(find_actors(data_dir), actor_id)
+    actor = select_actor(actors, actor_id, flag="--restore")
     with locked(output_dir, argv):
         try:
-            result = restore_last_run(actor)
+            if run is not None and run not in removal_runs(actor):
+                known = ", ".join(removal_runs(actor)) or "none"
+                raise UsageError(
+                    f"--run {run}: no such removal folder in {actor.removed_dir} (runs: {known})"
+                )
+            result = restore_removed(actor, run)
         except ActorError as error:
             raise UsageError(f"cannot restore {actor.name}: {error}") from None
     for message in result.messages:
         print(f"{actor.name}: {message}")
-    return 0
+    return EXIT_OK
+
+
+def restore_all(actors: list[Actor], output_dir: Path, run: str | None, argv: list[str]) -> int:
+    """``--restore --all``: every actor in turn under one lock; one actor's fault stops no other."""
+    from tqdm import tqdm
+
+    from training_data.execute import removal_runs, restore_removed
+
+    if run is not None and not any(run in removal_runs(actor) for actor in actors):
+        raise UsageError(f"--run {run}: no actor has a removal folder of that name")
+    tally = {"restored": 0, "kept": 0, "actors_restored": 0, "untouched": 0}
+    failures: list[str] = []
+    with (
+        locked(output_dir, argv),
+        tqdm(
+            total=len(actors), unit="actor", file=sys.stderr, disable=not sys.stderr.isatty()
+        ) as bar,
+    ):
+        for actor in actors:
+            try:
+                result = restore_removed(actor, run)
+            except ActorError as error:
+                failures.append(f"{actor.name}: {error}")
+                bar.write(f"{actor.name}: FAILED: {error}", file=sys.stdout)
+            else:
+                tally["restored"] += len(result.restored)
+                tally["kept"] += len(result.kept)
+                tally["actors_restored" if result.restored else "untouched"] += 1
+                for message in result.messages:
+                    bar.write(f"{actor.name}: {message}", file=sys.stdout)
+            sys.stdout.flush()
+            bar.update(1)
+    print(format_restore_summary(len(actors), tally, failures))
+    return EXIT_ACTOR_FAILED if failures else EXIT_OK
+
+
+def format_restore_summary(actors: int, tally: dict[str, int], failures: list[str]) -> str:
+    lines = [
+        RULE,
+        "RESTORE SUMMARY",
+        RULE,
+        f"Actors: {actors}",
+        f"  Images put back: {tally['restored']} (in {tally['actors_restored']} "
+        f"{'actor' if tally['actors_restored'] == 1 else 'actors'})",
+        f"  Nothing left to restore: {tally['untouched']}",
+        f"  Images kept in their removal folder (name taken again): {tally['kept']}",
+        f"  Failed: {len(failures)}",
+    ]
+    return "\n".join(lines + [f"  failed: {failure}" for failure in failures])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ A removal moves an image and its sidecars from ``training_data/`` to
 folder holds a small journal, ``removal.json``, that lists what it holds and where it came from.
 
 Crash safety. A run may be killed at any instant; the next ``recover`` (called at the start of
-``apply_plan`` and ``restore_last_run``, and by the pipeline before it loads an actor) brings the
+``apply_plan`` and ``restore_removed``, and by the pipeline before it loads an actor) brings the
 actor back to a state where these invariants hold:
 
 1. Nothing is deleted. Files are only renamed between ``training_data/`` and a removal folder on
@@ -97,9 +97,9 @@ class ExecutionResult:
 
 @dataclass
 class RestoreResult:
-    """What ``--restore`` put back, and what it left and why."""
+    """What ``--restore`` put back (``runs``: newest first), and what it left and why."""
 
-    run: str | None = None
+    runs: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
@@ -138,32 +138,57 @@ def apply_plan(
     return result
 
 
-def restore_last_run(actor: Actor) -> RestoreResult:
-    """Put back what the last execute run that removed images took from this actor.
+def restore_removed(actor: Actor, run: str | None = None) -> RestoreResult:
+    """Put back every image that execute runs moved out and that is still set aside, newest run
+    first; with ``run``, only that removal folder's.
 
-    A file whose name is taken again in training_data is not overwritten: that image stays in
-    its removal folder (with its sidecars and its removed_images entry) and is reported.
+    Each removal folder is restored through its own journal (state ``restoring``), so a crash
+    anywhere leaves work that ``recover`` finishes. Newest first: when two runs set aside the same
+    name, the newest copy goes back and the older one stays, reported, as a taken name is never
+    overwritten (that image stays in its removal folder with its sidecars and removed_images entry).
     """
     with _disk_errors(actor):
-        return _restore_last_run(actor)
+        return _restore_removed(actor, run)
 
 
-def _restore_last_run(actor: Actor) -> RestoreResult:
+def removal_runs(actor: Actor) -> list[str]:
+    """The names of the actor's removal folders that hold a journal, newest first."""
+    with _disk_errors(actor):
+        return [folder.name for folder, _journal in _journals_newest_first(actor)]
+
+
+def _restore_removed(actor: Actor, run: str | None) -> RestoreResult:
     result = RestoreResult(messages=recover(actor))
-    latest = _latest_removal_folder(actor)
-    if latest is None:
-        result.messages.append(
-            f"nothing to restore: no execute run has removed images of {actor.name}"
-        )
-        return result
-    folder, journal = latest
-    result.run = journal["run"]
+    journals = [
+        (folder, journal)
+        for folder, journal in _journals_newest_first(actor)
+        if run is None or folder.name == run
+    ]
+    for folder, journal in journals:
+        _restore_folder(actor, folder, journal, result)
+    if not result.restored and not result.kept:
+        if journals:
+            result.messages.append(
+                "nothing left to restore: every image that "
+                + (f"run {run}" if run else "execute runs")
+                + " set aside is back in training_data"
+            )
+        else:
+            result.messages.append(
+                f"nothing to restore: no execute run has removed images of {actor.name}"
+            )
+    held = _folders_holding_images(actor)
+    if held:
+        result.messages.append("removal folders that still hold images: " + ", ".join(held))
+    return result
+
+
+def _restore_folder(
+    actor: Actor, folder: Path, journal: dict[str, Any], result: RestoreResult
+) -> None:
     pending = [removal for removal in journal["removals"] if not removal.get("restored_at")]
     if not pending:
-        result.messages.append(
-            f"nothing to restore: the images removed by run {result.run} were already put back"
-        )
-        return result
+        return
     manifest_images = (read_manifest(actor) or {}).get("images") or {}
     kept_lines = []
     for removal in pending:
@@ -176,14 +201,29 @@ def _restore_last_run(actor: Actor) -> RestoreResult:
             )
     journal["state"] = "restoring"
     _write_journal(folder, journal)
-    result.restored, notes = _finish_restore(actor, folder, journal)
-    files = sum(len(r["files"]) for r in journal["removals"] if r["filename"] in result.restored)
-    result.messages.append(
-        f"restored {len(result.restored)} image(s) ({files} file(s) with sidecars) "
-        f"removed by run {result.run} from {_relative(actor, folder)}"
-    )
+    restored, notes = _finish_restore(actor, folder, journal)
+    result.runs.append(journal["run"])
+    result.restored += restored
+    files = sum(len(r["files"]) for r in journal["removals"] if r["filename"] in restored)
+    if restored:
+        result.messages.append(
+            f"restored {len(restored)} image(s) ({files} file(s) with sidecars) "
+            f"removed by run {journal['run']} from {_relative(actor, folder)}"
+        )
     result.messages += kept_lines + notes
-    return result
+
+
+def _folders_holding_images(actor: Actor) -> list[str]:
+    """``removed_training_data/<run> (3 images)`` for each removal folder with images left."""
+    held = []
+    for folder in _removal_folders(actor):
+        count = sum(
+            1 for name in _folder_names(folder) if Path(name).suffix.lower() in IMAGE_SUFFIXES
+        )
+        if count:
+            note = "" if (folder / JOURNAL_NAME).exists() else ", not set aside by this tool"
+            held.append(f"{_relative(actor, folder)} ({count} image{'s' * (count != 1)}{note})")
+    return held
 
 
 def recover(actor: Actor) -> list[str]:
@@ -716,16 +756,14 @@ def _new_removal_folder(actor: Actor, run: str) -> Path:
     raise ActorError(f"too many removal folders named {run} in {actor.removed_dir}")
 
 
-def _latest_removal_folder(actor: Actor) -> tuple[Path, dict[str, Any]] | None:
+def _journals_newest_first(actor: Actor) -> list[tuple[Path, dict[str, Any]]]:
     journals = []
     for folder in _removal_folders(actor):
         journal = _read_journal(folder)
         if journal is not None and journal["removals"]:
             journals.append((journal.get("created_at", ""), folder.name, folder, journal))
-    if not journals:
-        return None
-    _, _, folder, journal = max(journals, key=lambda item: (item[0], item[1]))
-    return folder, journal
+    journals.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    return [(folder, journal) for _, _, folder, journal in journals]
 
 
 def _drop_if_empty(folder: Path) -> None:

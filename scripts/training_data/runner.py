@@ -241,6 +241,9 @@ class BatchRun:
         tracker.lock(self.command)
         try:
             return self._run_locked(actors, tracker)
+        except BrokenPipeError:  # stdout closed: keep what is done; the actor in flight is pending
+            tracker.close()
+            raise
         finally:
             tracker.unlock()
 
