@@ -29,9 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import filelock
+from typing import TYPE_CHECKING, Any
 
 from training_data.atomic import (
     fsync_folder,
@@ -53,6 +51,9 @@ _MODE_NAMES = {"dry_run": "a dry-run", "execute": "an execute run"}
 _SETTINGS_ORDER = ("targets", "categories", "evaluator", "generator")
 _START_OVER = "run --reset-progress or add --no-resume to start over"
 _sync = getattr(os, "fdatasync", os.fsync)
+
+if TYPE_CHECKING:
+    import filelock
 
 
 class ProgressError(Exception):
@@ -575,6 +576,8 @@ class ProgressTracker:
         """Hold the output folder for this run; LockHeld names who holds it otherwise."""
         if self._file_lock is not None:
             raise RuntimeError("lock() called twice")
+        import filelock  # here: it brings asyncio (~80 ms), which --show-progress need not pay
+
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             file_lock = filelock.FileLock(self.lock_path, timeout=0, thread_local=False)
