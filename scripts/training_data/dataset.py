@@ -1,4 +1,15 @@
-"""Dataset of SPEC §2: find actors, read manifests, list and download training images."""
+"""Dataset of SPEC §2: find actors, read manifests, list and download training images.
+
+Downloads go one at a time over a single connection-pooled requests session. urllib3's ``Retry``
+retries connection errors and HTTP 408/429/500/502/503/504 up to ``retries`` times, with backoff
+and with ``Retry-After`` honoured but capped at ``timeout``; a body the connection drops part way
+is fetched again, up to ``retries`` times. The server must answer within ``timeout`` and the whole
+body must then arrive within it by the wall clock, so a slow or silent server is cut off at the
+deadline. ``max_bytes`` is checked against Content-Length before reading, then while streaming.
+The body must decode completely as JPEG, PNG or WebP before it is saved atomically; a file already
+present, even a dangling symlink, is never replaced. Error messages never contain the URL, and
+query strings are removed from urllib3's own log lines (signed URLs carry tokens there).
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,38 @@ The shared pipeline (``evaluate_actor``) reads each file once, hashes its bytes,
 a small working size, and hands the readable images to a backend that judges style and quality.
 It then applies what no backend decides: trusted manifest types, ``unreadable``, ``too_small``
 and duplicates. Verdicts are cached by image content and evaluator settings.
+
+Decoding. JPEGs decode straight at reduced size (draft mode: the smallest of the 1/2, 1/4 and 1/8
+scales that still covers the working size, so a 768x1024 portrait decodes at 1/4 in 4.2 ms rather
+than at 1/2 in 6.1 ms), then are box-averaged to the working size; other formats are decoded,
+then box-averaged.
+
+Sharpness = 100 x std(Laplacian) / std(luminance) on the central 60% x 60% of the grey working
+image (where a portrait's subject is, so a soft background does not flag a sharp face; dividing by
+the spread makes it independent of contrast). Measured on 1024-px test photos: sharp photos 30-50,
+Gaussian blur radius 4 px 10-17, radius 8 px 4.5-8.5, soft watercolours 12-13, ink line art ~130.
+At 128 px a heavily blurred photo no longer reads as blurry, so the statistics stay at 256 px.
+
+Duplicates. A 128-bit difference hash (9x8 and 8x9 grey grids) plus a 4x4 colour layout. Measured:
+re-encoded (quality 60) or resized copies 0-5 bits / <= 0.5 levels apart; different photos of one
+person in a similar pose 23-46 bits; the grey copy of a colour drawing 0-1 bits but 17-28 levels,
+which is why the colour layout must agree too (at most 6 levels on average).
+
+Cache. One SQLite database (rollback journal, not WAL, so it works on network filesystems; no
+fsync: a killed run loses nothing, an OS crash can at worst damage it, which is handled by renaming
+it aside, never a wrong hit, since a key and its verdict are one row). A writer waits up to 60 s
+for another's write.
+
+Speed (scripts/bench_evaluation.py, 60 photo-like 1024-px JPEGs of 269 KiB on average, one core,
+best of interleaved rounds): full Pillow decode 9.93 ms/image; reduced decode 5.18 ms;
+evaluate_actor with the local backend 6.96 ms (1.34x the reduced decode; 1.34-1.36x over four
+runs), category from the manifest 6.45 ms (1.23-1.25x), every verdict from the cache 5.55 ms
+(1.07-1.08x). Beyond the decode, per image: the style classifier 0.4-0.8 ms, the grey image and its
+histogram 0.14 ms (made once, read by the statistics and the classifier), the statistics 0.3 ms
+(mostly the 3x3 Laplacian), the fingerprint 0.25 ms, SHA-256 0.23 ms, the cache and JSON ~0.1 ms.
+So a dry-run costs less than decoding every image once at full size. The aim of 1.3x is not met:
+what is left is a dozen small Pillow operations per image, each paying a fixed cost of 10-100 us on
+a 256-px image, plus SHA-256; going lower would take numpy or fewer measurements.
 """
 
 from __future__ import annotations

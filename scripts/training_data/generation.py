@@ -8,6 +8,22 @@ images of one actor and category are never near-duplicates of each other.
 
 A generator returns JPEG bytes. It raises ``ActorError`` when one image cannot be made and
 ``FatalRunError`` for a fault that would fail every actor alike (a rejected token, no credit).
+
+Replicate: ``POST {base_url}/models/{model}/predictions`` with ``Prefer: wait=N`` (N <= 60 s) and
+input ``{prompt, input_image}`` (the source as a JPEG data URL, at most 1024 px), then polling until
+the prediction succeeds, fails or is canceled, then downloading the output at once (Replicate
+deletes it after an hour). ``timeout`` covers one image, polling and download included; a
+prediction still running at the limit is canceled. 429 and 5xx are retried honouring
+``Retry-After``. A create request is sent again only after a 429 or 503 (the server did not take
+it); if it timed out or lost its connection the prediction may exist and be billed, so that image
+fails instead of paying twice. The token is sent only to the configured API host, never to an
+output URL on another host.
+
+Local: each new image of a category gets the next variant number (how many images of that
+category were ever generated for the actor), which picks the source, the crop/zoom, the mirror and
+the technique; two generated images of an actor are more than 8 of 64 perceptual-hash bits apart
+in the tests. A grey, sepia or single-tint photo first gets hues that turn across the picture,
+since saturating a tint only gives a stronger tint.
 """
 
 from __future__ import annotations

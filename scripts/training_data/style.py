@@ -21,6 +21,31 @@ saturation and its relation to brightness, distinct colours, share of the most c
 median-filter noise and its chroma share, gradient percentiles and kurtosis, band-pass energy
 ratios, hue steps) were each tried in a separate colour-branch model: none lowered its
 leave-one-source-out log-loss below chance (~0.69) on the labelled set, so none is used.
+
+Labelled set: 238 real images (97 photographs, 51 b/w and 90 colour illustrations) from 17
+Debian/PyPI package sources (wallpapers, GCompris, Tux Paint, Wesnoth, FLARE, Endless Sky,
+Stellarium, OpenClipart, OpenCV samples, scikit-image, matplotlib, scikit-learn), in
+tests/data/styles/<style>/, 4.96 MB; each file's package, path and licence are in
+tests/data/styles/SOURCES.md, and ``build_set.py --fetch DIR && build_set.py --build DIR``
+rebuilds it byte-identically on Debian 12.
+
+Accuracy (``scripts/measure_accuracy.py --cv``): whole set 87.6% photorealistic, 90.2% bw_stylized,
+58.9% color_stylized; leave-one-source-out 87.6% / 90.2% / 56.7%. By kind (cross-validated):
+colour photos 88%, grey/sepia/b&w photos 87%; line art, clip art and ink drawings 100%; cartoons,
+clip art, vector art and painted portraits on plain backgrounds 96%; grey paintings and prints
+64%; paintings, prints and painterly colour scenes 0%. Below the 95% aim.
+
+A second round tried texture codes (uniform and noise-tolerant local binary patterns at two
+scales), depth-of-field cues (how sharpness varies across a 3x3 to 6x6 grid), the three features
+measured only off a plain background, flat shares at 2x, 4x and 8x reduction, and non-linear
+models (random forest, extra trees, gradient boosting) over all of them: none raised the
+leave-one-source-out accuracy of the shipped three-feature model. On this set paintings are, if
+anything, more textured than photographs at every scale, and clip art flatter: photographs sit
+between the two and overlap both. Some photographs on plain backgrounds (studio cut-outs) and
+high-contrast b/w photos are called illustrations. The local generator's own outputs are
+classified as their category in 99.3% (b/w) and 98.6% (colour) of 1,156 cases.
+
+Cost: 0.4-0.6 ms on a photograph, 0.6-0.8 ms on an illustration (whose chroma it also measures).
 """
 
 from __future__ import annotations
