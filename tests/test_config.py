@@ -159,5 +159,5 @@ def test_an_openai_custom_category_needs_a_description():
     config = parse_config({"target": {"mix": mix}, "evaluator": described})
     assert config.categories == ("photorealistic", "anime")
     assert result_settings(config)["evaluator"]["descriptions"] == {"anime": "anime drawings"}
-    with pytest.raises(ConfigError, match="evaluator.openai.descriptions.anime"):
+    with pytest.raises(ConfigError, match=r"evaluator\.openai\.descriptions\.anime"):
         parse_config({"evaluator": {"openai": {"descriptions": {"anime": ""}}}})
