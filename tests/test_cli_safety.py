@@ -209,6 +209,10 @@ def broken_inputs(root: Path, data_dir: Path) -> dict[str, tuple[list[str], set[
             ["--data-dir", str(data_dir), "--output-dir", str(root / "a_file")],
             set(ACTIONS) - {"stats"},
         ),
+        "output under a file": (
+            ["--data-dir", str(data_dir), "--output-dir", str(root / "a_file" / "out")],
+            set(ACTIONS) - {"stats"},
+        ),
         "category typo": (
             ["--data-dir", str(data_dir), *out, "--config", str(root / "typo.toml")],
             READS_CONFIG,
@@ -238,7 +242,7 @@ def test_every_action_meets_broken_inputs_with_one_line_and_its_code(make_datase
             else:
                 assert result.returncode in (EXIT_OK, EXIT_ACTOR_FAILED), where
             seen += 1
-    assert seen == 9 * len(ACTIONS)
+    assert seen == 10 * len(ACTIONS)
 
 
 @pytest.mark.parametrize(

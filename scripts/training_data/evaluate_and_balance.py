@@ -210,6 +210,7 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         return reset_progress(output_dir, argv)
     if action == "stats":
         return show_stats(data_dir, config.target.total)
+    check_output_dir(output_dir, create=False)  # a file in the way: say so before anything else
     actors = load_actors(data_dir)
     check_output_dir(output_dir, create=True)
     if action == "restore":
@@ -252,8 +253,10 @@ def load_actors(data_dir: Path) -> list[Actor]:
 
 def check_output_dir(output_dir: Path, *, create: bool) -> None:
     """An output folder that cannot be used is a usage error, found before any work starts."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(f"output folder {output_dir} is a file, not a folder (see --output-dir)")
+    existing = next((path for path in (output_dir, *output_dir.parents) if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        what = "is a file" if existing == output_dir else f"cannot exist: {existing} is a file"
+        raise UsageError(f"output folder {output_dir} {what}, not a folder (see --output-dir)")
     if not create:
         return
     try:
