@@ -72,6 +72,7 @@ from PIL import (  # the plugins of READABLE_FORMATS: Image.open(formats=...) ne
 from training_data.config import Config, QualityConfig
 from training_data.dataset import TrainingImage
 from training_data.errors import ActorError, FatalRunError
+from training_data.recrops import RecropDetector
 
 log = logging.getLogger(__name__)
 
@@ -375,19 +376,27 @@ def _rising(pixels: bytes, width: int, step: int) -> int:
 
 
 def find_duplicates(
-    images: Sequence[ImageEvaluation], fingerprints: Mapping[int, Fingerprint], max_distance: int
+    images: Sequence[ImageEvaluation],
+    fingerprints: Mapping[int, Fingerprint],
+    max_distance: int,
+    same_framing: Callable[[int, int], bool] | None = None,
 ) -> dict[int, str]:
     """Number of each duplicate -> filename of the image kept in its place.
 
-    Best score first (ties: lower number), each image is compared with the images kept so far:
-    the same bytes anywhere, or a near match (hash and colours) within the same category.
+    Best to keep first (``keep_rank``), each image is compared with the images kept so far: the
+    same bytes anywhere, or within the same category a near match (hash and colours) or, when
+    ``same_framing`` is given, a re-crop or re-framing of the same photo (by image numbers).
     """
     kept: list[ImageEvaluation] = []
     duplicate_of: dict[int, str] = {}
     candidates = [image for image in images if image.number in fingerprints]
-    for image in sorted(candidates, key=lambda image: (-image.quality_score, image.number)):
+    for image in sorted(candidates, key=keep_rank):
         original = next(
-            (other for other in kept if _same_picture(image, other, fingerprints, max_distance)),
+            (
+                other
+                for other in kept
+                if _same_picture(image, other, fingerprints, max_distance, same_framing)
+            ),
             None,
         )
         if original is None:
@@ -397,17 +406,48 @@ def find_duplicates(
     return duplicate_of
 
 
+FACE_ISSUES = frozenset(
+    {"no_face", "multiple_faces", "face_too_small", "face_cut_off", "face_blurry", "other_person"}
+)
+FACE_HEIGHT_STEP = 0.05  # face heights closer than this count as equal; sharpness decides
+
+
+def keep_rank(image: ImageEvaluation) -> tuple[float, ...]:
+    """Sort key, the image to keep first: the one that shows the face best when the subject
+    checks measured faces (fewest face issues, then the larger face, then the sharper), then
+    the higher quality score, the more pixels, and last the lower number.
+
+    Of a wide shot and a close-up cut from it, the close-up shows the face best; without face
+    measurements the larger file of equal quality is kept, not whichever came first.
+    """
+    face = image.measurements.get("face")
+    face_issues = len(FACE_ISSUES.intersection(image.issues))
+    height, sharpness = 0.0, 0.0
+    if isinstance(face, dict) and _number(face.get("height_ratio")):
+        height = math.floor(face["height_ratio"] / FACE_HEIGHT_STEP)
+        sharpness = face["sharpness"] if _number(face.get("sharpness")) else 0.0
+    pixels = (image.width or 0) * (image.height or 0)
+    return (face_issues, -height, -sharpness, -image.quality_score, -pixels, image.number)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _same_picture(
     image: ImageEvaluation,
     other: ImageEvaluation,
     fingerprints: Mapping[int, Fingerprint],
     max_distance: int,
+    same_framing: Callable[[int, int], bool] | None,
 ) -> bool:
     if image.sha256 == other.sha256:
         return True
-    return image.type == other.type and fingerprints[image.number].matches(
-        fingerprints[other.number], max_distance
-    )
+    if image.type != other.type:
+        return False
+    if fingerprints[image.number].matches(fingerprints[other.number], max_distance):
+        return True
+    return same_framing is not None and same_framing(image.number, other.number)
 
 
 # --- the local backend ------------------------------------------------------------------------
@@ -845,7 +885,12 @@ def evaluate_actor(
     finally:
         cache.put_many(verdicts)  # the valid ones even when another fails: they were paid for
     evaluations = [results[number] for number in sorted(results)]
-    duplicates = find_duplicates(evaluations, fingerprints, config.quality.near_duplicate_distance)
+    duplicates = find_duplicates(
+        evaluations,
+        fingerprints,
+        config.quality.near_duplicate_distance,
+        RecropDetector(thumbnails).same_picture,
+    )
     for evaluation in evaluations:
         if evaluation.number in duplicates:
             evaluation.duplicate_of = duplicates[evaluation.number]

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from training_data.config import PlanConfig, TargetConfig
-from training_data.evaluation import UNUSABLE_ISSUES, ImageEvaluation
+from training_data.evaluation import UNUSABLE_ISSUES, ImageEvaluation, keep_rank
 from training_data.wording import plural
 
 # An actor's state at the end of its step; the two others are "failed" and "skipped".
@@ -305,8 +305,10 @@ def _defect_removal(image: ImageEvaluation, targets: Mapping[str, int]) -> Remov
 def _surplus_removals(
     usable: Sequence[ImageEvaluation], excess: int, category: str
 ) -> list[Removal]:
-    """The lowest-quality surplus; among equal scores the higher number goes first."""
-    worst_first = sorted(usable, key=lambda image: (image.quality_score, -image.number))
+    """The lowest-quality surplus; among equal scores the one ``keep_rank`` would keep last goes
+    first (the face shown worst, then fewer pixels, then the higher number)."""
+    keep_last_first = sorted(usable, key=keep_rank, reverse=True)
+    worst_first = sorted(keep_last_first, key=lambda image: image.quality_score)
     return [
         Removal(
             image.number,

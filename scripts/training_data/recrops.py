@@ -1,0 +1,234 @@
+"""Re-crops and re-framings of one photo as duplicates (issue 14 §3), by local feature matching.
+
+Two images cut from one photo (a crop keeping 50-90% of it, mirrored, re-encoded, resized) are
+the same picture for training; two photos of the same person in a similar pose are not. The
+difference hash cannot see the first (a crop moves every edge of its grid), and any global
+embedding of "what is in it" would see the second as the same. So, on the working image:
+
+1. A cheap pre-filter: colour histograms (4x4x4 RGB bins, normalised) must overlap by at least
+   MIN_HISTOGRAM_OVERLAP. A crop keeps most of its photo's colours whatever the framing, and a
+   mirror keeps them all; a grey copy of a colour photo, or an unrelated picture, rarely passes.
+2. ORB keypoints (scale pyramid, so a crop shown at another size still matches), matched both
+   ways round against the other image and its mirror, Lowe's ratio test, then a RANSAC
+   similarity (rotation, one scale, shift): a re-crop is a pure scale and shift, so the fitted
+   rotation must be near zero and MIN_INLIERS matches must agree with it.
+3. The check that separates a re-crop from another shot of the same scene: the other image is
+   warped onto this one with that transform and, where they overlap (at least MIN_OVERLAP of
+   the smaller one), the blurred, contrast-normalised grey images must agree nearly everywhere:
+   at most MAX_CHANGED_SHARE of the overlap may differ by more than CHANGED_LEVEL. A second
+   shot from a tripod matches its background perfectly, but the person has moved: that part
+   differs. A re-crop differs only by resampling and JPEG noise, which the blur absorbs.
+
+Thresholds were chosen on a set built from real photos (scripts/measure_recrops.py): crops,
+mirrors, re-encodes and resizes of the photos in tests/data/styles and tests/data/recrops, and
+pairs of different photos of similar scenes (frames of the same people in the same room, a
+person holding a board in different positions, stereo pairs); see that script for the figures.
+
+Features are not cached: the working image is decoded on every run anyway (the review sheet needs
+it), and ORB on it costs about a millisecond, less than reading a cached descriptor set back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from PIL import Image
+
+HISTOGRAM_BINS = 4  # per RGB channel
+MIN_HISTOGRAM_OVERLAP = 0.5
+ORB_FEATURES = 500
+ORB_SCALE_FACTOR = 1.2
+ORB_LEVELS = 8
+ORB_EDGE = 15  # px left out at the border: a 31-px patch needs room
+RATIO = 0.8  # Lowe's ratio test
+MIN_INLIERS = 12
+RANSAC_THRESHOLD = 3.0  # px on the working image
+MAX_ROTATION_DEGREES = 4.0
+MIN_SCALE, MAX_SCALE = 0.3, 3.4
+MIN_OVERLAP = 0.4  # of the smaller image's area
+BLUR_SIDE = 5
+CHANGED_LEVEL = 1.0  # in standard deviations of the overlap's grey levels
+MAX_CHANGED_SHARE = 0.008
+MAX_CHROMA_DIFFERENCE = 4.0  # mean |Cr| + |Cb| difference, 0-255 levels per channel
+
+
+@dataclass
+class LocalFeatures:
+    """ORB keypoints of one working image and of its mirror, its grey pixels and colours."""
+
+    grey: np.ndarray
+    chroma: np.ndarray  # H x W x 2 uint8: Cr and Cb
+    points: np.ndarray  # N x 2 float32, (x, y)
+    descriptors: np.ndarray | None  # N x 32 uint8; None when no keypoint was found
+    mirror_points: np.ndarray
+    mirror_descriptors: np.ndarray | None
+    histogram: np.ndarray
+
+
+@dataclass
+class Alignment:
+    """How ``other`` maps onto ``this``: a 2x3 similarity, the mirror first when ``mirrored``."""
+
+    transform: np.ndarray
+    mirrored: bool
+    inliers: int
+
+
+@dataclass
+class RecropDetector:
+    """Answers "is one of these two working images a re-crop of the other?", features computed
+    once per image and only for images that pass the pre-filter with some other image."""
+
+    working: Mapping[int, Image.Image]
+    _features: dict[int, LocalFeatures] = field(default_factory=dict)
+    _histograms: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def same_picture(self, first: int, second: int) -> bool:
+        if first not in self.working or second not in self.working:
+            return False
+        if histogram_overlap(self._histogram(first), self._histogram(second)) < (
+            MIN_HISTOGRAM_OVERLAP
+        ):
+            return False
+        return is_recrop(self._local(first), self._local(second))
+
+    def _histogram(self, number: int) -> np.ndarray:
+        if number not in self._histograms:
+            self._histograms[number] = colour_histogram(self.working[number])
+        return self._histograms[number]
+
+    def _local(self, number: int) -> LocalFeatures:
+        if number not in self._features:
+            self._features[number] = local_features(self.working[number])
+        return self._features[number]
+
+
+def colour_histogram(working: Image.Image) -> np.ndarray:
+    pixels = np.asarray(working.convert("RGB"), dtype=np.uint8).reshape(-1, 3)
+    shift = 8 - HISTOGRAM_BINS.bit_length() + 1
+    codes = (pixels[:, 0] >> shift) * HISTOGRAM_BINS**2
+    codes += (pixels[:, 1] >> shift) * HISTOGRAM_BINS + (pixels[:, 2] >> shift)
+    counts = np.bincount(codes.astype(np.int64), minlength=HISTOGRAM_BINS**3)
+    return counts / max(counts.sum(), 1)
+
+
+def histogram_overlap(first: np.ndarray, second: np.ndarray) -> float:
+    """Histogram intersection: 1 for the same colours in the same shares, 0 for none shared."""
+    return float(np.minimum(first, second).sum())
+
+
+def local_features(working: Image.Image) -> LocalFeatures:
+    rgb = np.asarray(working.convert("RGB"), dtype=np.uint8)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    chroma = np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)[:, :, 1:])
+    orb = cv2.ORB_create(
+        nfeatures=ORB_FEATURES,
+        scaleFactor=ORB_SCALE_FACTOR,
+        nlevels=ORB_LEVELS,
+        edgeThreshold=ORB_EDGE,
+        patchSize=2 * ORB_EDGE + 1,
+        fastThreshold=10,
+    )
+    points, descriptors = _detect(orb, grey)
+    mirror_points, mirror_descriptors = _detect(orb, np.ascontiguousarray(grey[:, ::-1]))
+    return LocalFeatures(
+        grey=grey,
+        chroma=chroma,
+        points=points,
+        descriptors=descriptors,
+        mirror_points=mirror_points,
+        mirror_descriptors=mirror_descriptors,
+        histogram=colour_histogram(working),
+    )
+
+
+def _detect(orb: cv2.ORB, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    keypoints, descriptors = orb.detectAndCompute(grey, None)
+    points = np.array([keypoint.pt for keypoint in keypoints], dtype=np.float32).reshape(-1, 2)
+    return points, descriptors
+
+
+def is_recrop(this: LocalFeatures, other: LocalFeatures) -> bool:
+    alignment = align(this, other)
+    return alignment is not None and agrees_where_overlapping(this, other, alignment)
+
+
+def align(this: LocalFeatures, other: LocalFeatures) -> Alignment | None:
+    """The better of the straight and the mirrored fit, or None when neither is a re-crop's."""
+    fits = [
+        _fit(this, other.points, other.descriptors, mirrored=False),
+        _fit(this, other.mirror_points, other.mirror_descriptors, mirrored=True),
+    ]
+    found = [fit for fit in fits if fit is not None]
+    return max(found, key=lambda fit: fit.inliers) if found else None
+
+
+def _fit(
+    this: LocalFeatures, points: np.ndarray, descriptors: np.ndarray | None, *, mirrored: bool
+) -> Alignment | None:
+    if this.descriptors is None or descriptors is None:
+        return None
+    if len(this.descriptors) < 2 or len(descriptors) < 2:
+        return None
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    pairs = matcher.knnMatch(descriptors, this.descriptors, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+    if len(good) < MIN_INLIERS:
+        return None
+    source = points[[match.queryIdx for match in good]]
+    target = this.points[[match.trainIdx for match in good]]
+    transform, inlier_mask = cv2.estimateAffinePartial2D(
+        source, target, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_THRESHOLD
+    )
+    if transform is None:
+        return None
+    inliers = int(inlier_mask.sum())
+    scale = float(np.hypot(transform[0, 0], transform[1, 0]))
+    rotation = float(np.degrees(np.arctan2(transform[1, 0], transform[0, 0])))
+    if inliers < MIN_INLIERS or abs(rotation) > MAX_ROTATION_DEGREES:
+        return None
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        return None
+    return Alignment(transform.astype(np.float32), mirrored, inliers)
+
+
+def agrees_where_overlapping(
+    this: LocalFeatures, other: LocalFeatures, alignment: Alignment
+) -> bool:
+    """The other image warped onto this one must show the same pixels wherever both exist: the
+    same grey levels (up to contrast) and the same colours (a grey copy is not a re-crop)."""
+    height, width = this.grey.shape
+    source = other.grey[:, ::-1] if alignment.mirrored else other.grey
+    coverage = cv2.warpAffine(
+        np.full(source.shape, 255, np.uint8), alignment.transform, (width, height)
+    )
+    inside = cv2.erode(coverage, np.ones((BLUR_SIDE, BLUR_SIDE), np.uint8)) == 255
+    smaller = min(this.grey.size, source.size * float(np.linalg.det(alignment.transform[:, :2])))
+    if inside.sum() < MIN_OVERLAP * smaller:
+        return False
+    mine = _normalised(_blurred(this.grey), inside)
+    theirs = _normalised(_blurred(_warped(source, alignment, (width, height))), inside)
+    if float((np.abs(mine - theirs) > CHANGED_LEVEL).mean()) > MAX_CHANGED_SHARE:
+        return False
+    other_chroma = other.chroma[:, ::-1] if alignment.mirrored else other.chroma
+    warped_chroma = _blurred(_warped(other_chroma, alignment, (width, height)))
+    difference = np.abs(_blurred(this.chroma).astype(np.int16) - warped_chroma)[inside]
+    return float(difference.mean()) <= MAX_CHROMA_DIFFERENCE
+
+
+def _warped(pixels: np.ndarray, alignment: Alignment, size: tuple[int, int]) -> np.ndarray:
+    return cv2.warpAffine(
+        np.ascontiguousarray(pixels), alignment.transform, size, flags=cv2.INTER_AREA
+    )
+
+
+def _blurred(pixels: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(pixels, (BLUR_SIDE, BLUR_SIDE), 0)
+
+
+def _normalised(grey: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    values = grey[inside].astype(np.float32)
+    return (values - values.mean()) / max(float(values.std()), 1.0)
