@@ -161,3 +161,15 @@ def test_an_openai_custom_category_needs_a_description():
     assert result_settings(config)["evaluator"]["descriptions"] == {"anime": "anime drawings"}
     with pytest.raises(ConfigError, match=r"evaluator\.openai\.descriptions\.anime"):
         parse_config({"evaluator": {"openai": {"descriptions": {"anime": ""}}}})
+
+
+def test_escalation_band_and_backend_are_checked():
+    config = parse_config({"evaluator": {"escalate": "openai", "unsure_min": 0.25}})
+    assert (config.evaluator.escalate, config.evaluator.unsure_min) == ("openai", 0.25)
+    assert result_settings(config)["evaluator"]["escalate"]["unsure"] == [0.25, 0.75]
+    assert "escalate" not in result_settings(Config())["evaluator"]
+    for bad in ({"unsure_min": 0.8}, {"unsure_max": 1.0}, {"escalate": "claude"}):
+        with pytest.raises(ConfigError, match=r"evaluator\.(unsure|escalate)"):
+            parse_config({"evaluator": bad})
+    with pytest.raises(ConfigError, match=r"'evaluator\.escalate' applies to the local backend"):
+        parse_config({"evaluator": {"backend": "openai", "escalate": "openai"}})

@@ -107,7 +107,13 @@ class OpenAIConfig:
 
 @dataclass(frozen=True)
 class EvaluatorConfig:
+    """``escalate = "openai"``: the local backend sends the images whose style it is unsure of
+    (photo probability within [unsure_min, unsure_max]) to the ``openai`` settings' model."""
+
     backend: str = "local"
+    escalate: str = "none"
+    unsure_min: float = 0.3
+    unsure_max: float = 0.75
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
 
 
@@ -151,6 +157,7 @@ class Config:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "evaluator.backend": ("local", "openai"),
+    "evaluator.escalate": ("none", "openai"),
     "evaluator.openai.mode": ("per_image", "composite"),
     "generator.backend": ("local", "replicate", "none"),
     "plan.when_short": ("shrink", "keep"),
@@ -180,6 +187,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         _check_min_total(config.plan, config.target)
     _check_categories(config)
     _check_prompts(config.prompts)
+    _check_escalation(config.evaluator)
     return config
 
 
@@ -316,6 +324,19 @@ def _check_categories(config: Config) -> None:
         )
 
 
+def _check_escalation(evaluator: EvaluatorConfig) -> None:
+    if not 0 < evaluator.unsure_min < evaluator.unsure_max < 1:
+        raise ConfigError(
+            "config keys 'evaluator.unsure_min' and 'evaluator.unsure_max' must satisfy "
+            f"0 < unsure_min < unsure_max < 1: {evaluator.unsure_min}, {evaluator.unsure_max}"
+        )
+    if evaluator.escalate != "none" and evaluator.backend != "local":
+        raise ConfigError(
+            "config key 'evaluator.escalate' applies to the local backend only "
+            f"(backend is {evaluator.backend!r}, which judges every image already)"
+        )
+
+
 def _check_prompts(prompts: dict[str, list[str]]) -> None:
     for name, templates in prompts.items():
         for template in templates:
@@ -344,6 +365,13 @@ def result_settings(config: Config) -> dict[str, Any]:
             evaluator["descriptions"] = dict(config.evaluator.openai.descriptions)
     else:
         evaluator["quality"] = asdict(config.quality)
+    if config.evaluator.escalate == "openai":
+        evaluator["escalate"] = {
+            "base_url": config.evaluator.openai.base_url,
+            "model": config.evaluator.openai.model,
+            "mode": config.evaluator.openai.mode,
+            "unsure": [config.evaluator.unsure_min, config.evaluator.unsure_max],
+        }
     generator: dict[str, Any] = {"backend": config.generator.backend}
     if config.generator.backend == "replicate":
         generator["model"] = config.generator.replicate.model

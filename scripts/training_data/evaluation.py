@@ -548,12 +548,16 @@ class LocalBackend:
     def usage(self) -> dict[str, Any]:
         return {"images_judged": self._judged}
 
-    def _judge_one(self, sample: ImageSample) -> Judgement:
+    def judge_as(self, sample: ImageSample, category: str) -> Judgement:
+        """Defects and score as if ``category`` were known (decided by another stage)."""
+        return self._judge_one(sample, category)
+
+    def _judge_one(self, sample: ImageSample, category: str | None = None) -> Judgement:
         grey = sample.working.convert("L")  # made once: the statistics and the classifier read it
         levels = grey.histogram()
         stats = pixel_statistics(grey, levels)
         measurements = stats.to_measurements()
-        category = sample.trusted_type
+        category = category or sample.trusted_type
         if category is None:
             # Imported here so the pixel checks work (and are testable) without the classifier.
             from training_data.style import classify_style
@@ -569,6 +573,10 @@ def make_backend(config: Config) -> EvaluationBackend:
         from training_data.evaluation_openai import OpenAIBackend
 
         return OpenAIBackend(config.evaluator.openai, config.categories)
+    if config.evaluator.escalate == "openai":
+        from training_data.escalation import make_escalating_backend
+
+        return make_escalating_backend(config)
     return LocalBackend(config.quality)
 
 

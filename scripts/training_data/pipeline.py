@@ -103,7 +103,14 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
             skipped_reason=NO_IMAGES,
             lines=[f"  state: {SKIPPED} ({NO_IMAGES})"],
         )
+    spent_before = context.backend.usage()
     evaluation = evaluate_actor(images, context.config, context.backend, context.cache)
+    if context.config.evaluator.escalate != "none":
+        from training_data.escalation import escalation_record
+
+        evaluation.evaluator["escalation"] = escalation_record(
+            evaluation.images, spent_before, context.backend.usage()
+        )
     plan = plan_for(actor, evaluation, context.config)
     outcome = ActorOutcome(
         state=plan.state,

@@ -184,7 +184,13 @@ def format_final_summary(tally: SessionTally, execute: bool, usage: dict[str, An
             f"  Images generated: {tally.generated}",
             f"  Images not generated (unfulfilled): {tally.unfulfilled}",
         ]
-    if usage.get("backend") == "openai":
+    if "escalated" in usage:
+        judged, escalated = usage.get("images_judged", 0), usage["escalated"]
+        share = f" ({100.0 * escalated / judged:.1f}%)" if judged else ""
+        lines.append(
+            f"  Escalated to the vision model: {escalated} of {judged} images judged{share}"
+        )
+    if usage.get("backend") == "openai" or "escalated" in usage:
         lines.append(
             f"  Evaluator requests: {usage.get('requests', 0)}, cache hits: "
             f"{tally.cache_hits}, tokens: {usage.get('total_tokens', 0)}"
