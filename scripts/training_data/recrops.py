@@ -22,7 +22,13 @@ embedding of "what is in it" would see the second as the same. So, on the workin
 Thresholds were chosen on a set built from real photos (scripts/measure_recrops.py): crops,
 mirrors, re-encodes and resizes of the photos in tests/data/styles and tests/data/recrops, and
 pairs of different photos of similar scenes (frames of the same people in the same room, a
-person holding a board in different positions, stereo pairs); see that script for the figures.
+person holding a board in different positions, stereo pairs). Figures (5034 pairs): 338 of 345
+re-crops found (98.0%; the misses are a texture-less sky and a repetitive chessboard), none of
+36 hard negatives and none of 4653 different photos flagged (precision 100%); the pre-filter
+passes every re-crop and 9% of the different pairs. The thresholds were set on these pairs;
+variants drawn with another seed (--seed 7): 333 of 345 found (96.5%), no false alarm.
+Cost (scripts/bench_recrops.py, all photos in one category, the worst case): about +170 ms for
+an actor of 20, +440 ms for 40, on a shared 2-core machine.
 
 Features are not cached: the working image is decoded on every run anyway (the review sheet needs
 it), and ORB on it costs about a millisecond, less than reading a cached descriptor set back.
@@ -38,10 +44,10 @@ import numpy as np
 from PIL import Image
 
 HISTOGRAM_BINS = 4  # per RGB channel
-MIN_HISTOGRAM_OVERLAP = 0.5
-ORB_FEATURES = 500
+MIN_HISTOGRAM_OVERLAP = 0.6
+ORB_FEATURES = 300
 ORB_SCALE_FACTOR = 1.2
-ORB_LEVELS = 8
+ORB_LEVELS = 6
 ORB_EDGE = 15  # px left out at the border: a 31-px patch needs room
 RATIO = 0.8  # Lowe's ratio test
 MIN_INLIERS = 12
