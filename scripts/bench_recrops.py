@@ -5,7 +5,9 @@
 Actors of 20 and 40 real photos (tests/data/styles/photorealistic, all one category: the worst
 case, every pair is a candidate) plus three re-crops of one of them. Times find_duplicates on
 the working images with and without the re-crop detector (median of REPEATS runs, features
-computed afresh each run, as in a real run) and counts the pairs that reach ORB.
+computed afresh each run, as in a first run); then with the pre-filter off (the worst case: an
+actor whose photos all share one palette), and that again with the verdicts cached (a rerun, or
+the re-evaluation after --execute).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import io
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,27 +60,46 @@ def evaluations(images: list[Image.Image]) -> list[ImageEvaluation]:
     ]
 
 
-def timed(images: list[Image.Image], with_recrops: bool) -> tuple[float, dict[int, str], int]:
+def timed(
+    images: list[Image.Image], with_recrops: bool, pair_cache: recrops.PairCache | None = None
+) -> tuple[float, dict[int, str], int]:
     started = time.perf_counter()
     working = dict(enumerate(images, start=1))
     fingerprints = {number: fingerprint_of(image) for number, image in working.items()}
-    detector = recrops.RecropDetector(working)
+    sha256s = {number: f"{number:064x}" for number in working}
+    detector = recrops.RecropDetector(working, sha256s, pair_cache)
     check = detector.same_picture if with_recrops else None
     found = find_duplicates(evaluations(images), fingerprints, 10, check)
-    return time.perf_counter() - started, found, len(detector._features)
+    detector.save()
+    return time.perf_counter() - started, found, detector.images_matched
+
+
+def median_ms(runs: list[tuple[float, dict[int, str], int]]) -> float:
+    return statistics.median(run[0] for run in runs) * 1000
 
 
 def main() -> None:
     for count in (20, 40):
         images = working_images(count - 3)
-        plain = statistics.median(timed(images, False)[0] for _ in range(REPEATS))
+        plain = median_ms([timed(images, False) for _ in range(REPEATS)])
         runs = [timed(images, True) for _ in range(REPEATS)]
-        with_recrops = statistics.median(run[0] for run in runs)
         _, found, featured = runs[0]
         print(
-            f"actor of {len(images)} photos: duplicates {plain * 1000:.1f} ms without the re-crop "
-            f"check, {with_recrops * 1000:.1f} ms with it (+{(with_recrops - plain) * 1000:.1f} ms"
-            f" per actor); ORB features for {featured} images; duplicates found: {len(found)}"
+            f"actor of {len(images)} photos: duplicates {plain:.1f} ms without the re-crop check, "
+            f"{median_ms(runs):.1f} ms with it (+{median_ms(runs) - plain:.1f} ms per actor); "
+            f"ORB features for {featured} images; duplicates found: {len(found)}"
+        )
+        threshold = recrops.MIN_HISTOGRAM_OVERLAP
+        recrops.MIN_HISTOGRAM_OVERLAP = 0.0  # every pair reaches ORB: photos of alike colours
+        worst = [timed(images, True) for _ in range(REPEATS)]
+        with tempfile.TemporaryDirectory() as folder:
+            cache = recrops.PairCache(Path(folder))
+            timed(images, True, cache)
+            cached = [timed(images, True, cache) for _ in range(REPEATS)]
+        recrops.MIN_HISTOGRAM_OVERLAP = threshold
+        print(
+            f"  every pair past the pre-filter: +{median_ms(worst) - plain:.1f} ms; "
+            f"the same again with its verdicts cached: +{median_ms(cached) - plain:.1f} ms"
         )
 
 

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 from pathlib import Path
 
 from conftest import REPO, run_cli
 from PIL import Image, ImageOps
 
-from training_data.config import TargetConfig
+from training_data import recrops
+from training_data.config import Config, QualityConfig, TargetConfig
+from training_data.dataset import TrainingImage
 from training_data.evaluation import (
+    EvaluationCache,
     ImageEvaluation,
+    LocalBackend,
     decode_working_image,
+    evaluate_actor,
     find_duplicates,
     fingerprint_of,
 )
@@ -231,3 +237,50 @@ def test_the_plan_removes_one_re_crop_and_keeps_the_other_shot(tmp_path):
         goes["quality_score"],
         goes["width"] * goes["height"],
     )
+
+
+# --- the pair verdict cache ------------------------------------------------------------------
+
+
+def recrop_actor(folder: Path) -> list[TrainingImage]:
+    """Two re-crops of one photo and another shot of the same people, typed by a manifest."""
+    folder.mkdir(parents=True)
+    photo = scene("basketball__basketball1")
+    files = [
+        cut(photo, (0.05, 0.0, 0.95, 0.95), 480),
+        ImageOps.mirror(cut(photo, (0.0, 0.1, 0.72, 0.82), 400)),
+        scene("basketball__basketball2"),
+    ]
+    images = []
+    for number, image in enumerate(files, start=1):
+        path = folder / f"a_{number}.jpg"
+        image.save(path, quality=88)
+        images.append(TrainingImage(number, path.name, path, {"type": "photorealistic"}))
+    return images
+
+
+def duplicate_flags(images: list[TrainingImage], cache: EvaluationCache) -> dict[int, str | None]:
+    evaluation = evaluate_actor(images, Config(), LocalBackend(QualityConfig()), cache)
+    return {image.number: image.duplicate_of for image in evaluation.images}
+
+
+def test_a_rerun_takes_the_re_crop_verdicts_from_the_cache(tmp_path, monkeypatch):
+    images = recrop_actor(tmp_path / "actor")
+    cache = EvaluationCache(tmp_path / "cache")
+    first = duplicate_flags(images, cache)
+    assert first == {1: None, 2: "a_1.jpg", 3: None}
+
+    def no_keypoints(working):
+        raise AssertionError("keypoints computed again")
+
+    monkeypatch.setattr(recrops, "local_features", no_keypoints)
+    assert duplicate_flags(images, cache) == first
+
+
+def test_an_unusable_verdict_cache_only_costs_time(tmp_path, caplog):
+    images = recrop_actor(tmp_path / "actor")
+    cache = EvaluationCache(tmp_path / "cache")
+    (tmp_path / "cache" / recrops.PAIR_CACHE_NAME).mkdir()  # not a database
+    with caplog.at_level(logging.WARNING):
+        assert duplicate_flags(images, cache) == {1: None, 2: "a_1.jpg", 3: None}
+    assert "re-crop verdict cache" in caplog.text

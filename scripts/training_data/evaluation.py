@@ -72,7 +72,7 @@ from PIL import (  # the plugins of READABLE_FORMATS: Image.open(formats=...) ne
 from training_data.config import Config, QualityConfig
 from training_data.dataset import TrainingImage
 from training_data.errors import ActorError, FatalRunError
-from training_data.recrops import RecropDetector
+from training_data.recrops import PairCache, RecropDetector
 
 log = logging.getLogger(__name__)
 
@@ -893,12 +893,12 @@ def evaluate_actor(
     finally:
         cache.put_many(verdicts)  # the valid ones even when another fails: they were paid for
     evaluations = [results[number] for number in sorted(results)]
+    sha256s = {evaluation.number: evaluation.sha256 for evaluation in evaluations}
+    recrops = RecropDetector(thumbnails, sha256s, PairCache(cache.folder))
     duplicates = find_duplicates(
-        evaluations,
-        fingerprints,
-        config.quality.near_duplicate_distance,
-        RecropDetector(thumbnails).same_picture,
+        evaluations, fingerprints, config.quality.near_duplicate_distance, recrops.same_picture
     )
+    recrops.save()
     for evaluation in evaluations:
         if evaluation.number in duplicates:
             evaluation.duplicate_of = duplicates[evaluation.number]

@@ -30,20 +30,29 @@ variants drawn with another seed (--seed 7): 333 of 345 found (96.5%), no false 
 Cost (scripts/bench_recrops.py, all photos in one category, the worst case): about +170 ms for
 an actor of 20, +440 ms for 40, on a shared 2-core machine.
 
-Features are not cached: the working image is decoded on every run anyway (the review sheet needs
-it), and ORB on it costs about a millisecond, less than reading a cached descriptor set back.
+Verdicts, not features, are cached (PairCache, by both images' sha256 and every threshold): a few
+bytes per compared pair instead of ~20 KB of descriptors per image, and a rerun or the
+re-evaluation after --execute then computes no keypoints for the pairs it has seen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import contextlib
+import hashlib
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image
 
-HISTOGRAM_BINS = 4  # per RGB channel
+HISTOGRAM_SHIFT = 6  # 8-bit levels >> 6: 4 bins per RGB channel
+HISTOGRAM_BINS = 256 >> HISTOGRAM_SHIFT
 MIN_HISTOGRAM_OVERLAP = 0.6
 ORB_FEATURES = 300
 ORB_SCALE_FACTOR = 1.2
@@ -59,6 +68,23 @@ BLUR_SIDE = 5
 CHANGED_LEVEL = 1.0  # in standard deviations of the overlap's grey levels
 MAX_CHANGED_SHARE = 0.008
 MAX_CHROMA_DIFFERENCE = 4.0  # mean |Cr| + |Cb| difference, 0-255 levels per channel
+PAIR_CACHE_NAME = "recrops.sqlite3"
+PAIR_CACHE_TIMEOUT_SECONDS = 60.0
+PAIR_CACHE_KEYS_PER_QUERY = 500  # under SQLite's oldest limit of 999 parameters
+RECROP_VERSION = 1
+# Every setting of the detector: a change misses every cached pair verdict.
+SETTINGS = hashlib.sha256(
+    json.dumps(
+        [
+            RECROP_VERSION, cv2.__version__, HISTOGRAM_SHIFT, MIN_HISTOGRAM_OVERLAP, ORB_FEATURES,
+            ORB_SCALE_FACTOR, ORB_LEVELS, ORB_EDGE, RATIO, MIN_INLIERS, RANSAC_THRESHOLD,
+            MAX_ROTATION_DEGREES, MIN_SCALE, MAX_SCALE, MIN_OVERLAP, BLUR_SIDE, CHANGED_LEVEL,
+            MAX_CHANGED_SHARE, MAX_CHROMA_DIFFERENCE,
+        ]
+    ).encode()
+).hexdigest()[:16]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,7 +97,6 @@ class LocalFeatures:
     descriptors: np.ndarray | None  # N x 32 uint8; None when no keypoint was found
     mirror_points: np.ndarray
     mirror_descriptors: np.ndarray | None
-    histogram: np.ndarray
 
 
 @dataclass
@@ -83,41 +108,122 @@ class Alignment:
     inliers: int
 
 
-@dataclass
 class RecropDetector:
     """Answers "is one of these two working images a re-crop of the other?", features computed
-    once per image and only for images that pass the pre-filter with some other image."""
+    once per image and only for images that pass the pre-filter with some other image; verdicts
+    found in ``pair_cache`` (by the images' sha256) are not computed again."""
 
-    working: Mapping[int, Image.Image]
-    _features: dict[int, LocalFeatures] = field(default_factory=dict)
-    _histograms: dict[int, np.ndarray] = field(default_factory=dict)
+    def __init__(
+        self,
+        working: Mapping[int, Image.Image],
+        sha256s: Mapping[int, str] | None = None,
+        pair_cache: PairCache | None = None,
+    ) -> None:
+        self._working = working
+        self._sha256s = dict(sha256s or {})
+        self._pair_cache = pair_cache
+        self._known = pair_cache.get(set(self._sha256s.values())) if pair_cache else {}
+        self._decided: dict[tuple[str, str], bool] = {}
+        self._histograms: dict[int, np.ndarray] = {}
+        self._features: dict[int, LocalFeatures] = {}
+
+    @property
+    def images_matched(self) -> int:
+        """How many images needed ORB features so far (the pre-filter spared the rest)."""
+        return len(self._features)
 
     def same_picture(self, first: int, second: int) -> bool:
-        if first not in self.working or second not in self.working:
+        if first not in self._working or second not in self._working:
             return False
-        if histogram_overlap(self._histogram(first), self._histogram(second)) < (
-            MIN_HISTOGRAM_OVERLAP
-        ):
+        overlap = histogram_overlap(self._histogram(first), self._histogram(second))
+        if overlap < MIN_HISTOGRAM_OVERLAP:
             return False
-        return is_recrop(self._local(first), self._local(second))
+        pair = (self._sha256s.get(first, ""), self._sha256s.get(second, ""))
+        if all(pair) and pair in self._known:
+            return self._known[pair]
+        same = is_recrop(self._local(first), self._local(second))
+        if all(pair):
+            self._decided[pair] = same
+        return same
+
+    def save(self) -> None:
+        """Store the verdicts computed since this detector was made."""
+        if self._pair_cache is not None and self._decided:
+            self._pair_cache.put(self._decided)
 
     def _histogram(self, number: int) -> np.ndarray:
         if number not in self._histograms:
-            self._histograms[number] = colour_histogram(self.working[number])
+            self._histograms[number] = colour_histogram(self._working[number])
         return self._histograms[number]
 
     def _local(self, number: int) -> LocalFeatures:
         if number not in self._features:
-            self._features[number] = local_features(self.working[number])
+            self._features[number] = local_features(self._working[number])
         return self._features[number]
+
+
+class PairCache:
+    """Re-crop verdicts by the two images' content and this module's thresholds, so a rerun (and
+    the re-evaluation after --execute) matches no keypoints again.
+
+    A table in its own SQLite file next to the evaluation cache. An optimisation only: when the
+    file cannot be read or written, one warning, and verdicts are computed afresh (never wrong:
+    a key names both images' bytes and every threshold).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / PAIR_CACHE_NAME
+        self._usable = True
+
+    def get(self, sha256s: Collection[str]) -> dict[tuple[str, str], bool]:
+        hashes = sorted(sha256s)
+        rows: list[tuple[str, str, int]] = []
+        for start in range(0, len(hashes), PAIR_CACHE_KEYS_PER_QUERY):
+            chunk = hashes[start : start + PAIR_CACHE_KEYS_PER_QUERY]
+            query = (
+                "SELECT first, second, same FROM pairs WHERE settings = ? AND first IN "
+                f"({','.join('?' * len(chunk))})"
+            )
+            rows += self._run(lambda db, q=query, c=chunk: db.execute(q, [SETTINGS, *c]).fetchall())
+        return {(first, second): bool(same) for first, second, same in rows}
+
+    def put(self, verdicts: Mapping[tuple[str, str], bool]) -> None:
+        rows = [(SETTINGS, first, second, int(same)) for (first, second), same in verdicts.items()]
+        self._run(
+            lambda db: db.executemany("INSERT OR REPLACE INTO pairs VALUES (?, ?, ?, ?)", rows)
+        )
+
+    def _run(self, operation: Callable[[sqlite3.Connection], Any]) -> Any:
+        if not self._usable:
+            return []
+        try:
+            with contextlib.closing(self._connect()) as connection, connection:
+                return operation(connection)
+        except (sqlite3.Error, OSError) as error:
+            self._usable = False
+            log.warning("re-crop verdict cache %s is not usable (%s): not cached", self.path, error)
+            return []
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=PAIR_CACHE_TIMEOUT_SECONDS)
+        try:
+            connection.execute("PRAGMA synchronous=OFF")
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS pairs (settings TEXT NOT NULL, first TEXT NOT NULL, "
+                "second TEXT NOT NULL, same INTEGER NOT NULL, "
+                "PRIMARY KEY (settings, first, second)) WITHOUT ROWID"
+            )
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
 
 def colour_histogram(working: Image.Image) -> np.ndarray:
     pixels = np.asarray(working.convert("RGB"), dtype=np.uint8).reshape(-1, 3)
-    shift = 8 - HISTOGRAM_BINS.bit_length() + 1
-    codes = (pixels[:, 0] >> shift) * HISTOGRAM_BINS**2
-    codes += (pixels[:, 1] >> shift) * HISTOGRAM_BINS + (pixels[:, 2] >> shift)
-    counts = np.bincount(codes.astype(np.int64), minlength=HISTOGRAM_BINS**3)
+    bins = (pixels >> HISTOGRAM_SHIFT).astype(np.int64)
+    codes = (bins[:, 0] * HISTOGRAM_BINS + bins[:, 1]) * HISTOGRAM_BINS + bins[:, 2]
+    counts = np.bincount(codes, minlength=HISTOGRAM_BINS**3)
     return counts / max(counts.sum(), 1)
 
 
@@ -147,7 +253,6 @@ def local_features(working: Image.Image) -> LocalFeatures:
         descriptors=descriptors,
         mirror_points=mirror_points,
         mirror_descriptors=mirror_descriptors,
-        histogram=colour_histogram(working),
     )
 
 
