@@ -72,7 +72,6 @@ from PIL import (  # the plugins of READABLE_FORMATS: Image.open(formats=...) ne
 from training_data.config import Config, QualityConfig
 from training_data.dataset import TrainingImage
 from training_data.errors import ActorError, FatalRunError
-from training_data.recrops import PairCache, RecropDetector
 
 log = logging.getLogger(__name__)
 
@@ -893,6 +892,9 @@ def evaluate_actor(
     finally:
         cache.put_many(verdicts)  # the valid ones even when another fails: they were paid for
     evaluations = [results[number] for number in sorted(results)]
+    # Imported here: OpenCV takes 0.3-0.7 s to import, which --stats and --help need not pay.
+    from training_data.recrops import PairCache, RecropDetector
+
     sha256s = {evaluation.number: evaluation.sha256 for evaluation in evaluations}
     recrops = RecropDetector(thumbnails, sha256s, PairCache(cache.folder))
     duplicates = find_duplicates(
