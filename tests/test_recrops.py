@@ -284,3 +284,9 @@ def test_an_unusable_verdict_cache_only_costs_time(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert duplicate_flags(images, cache) == {1: None, 2: "a_1.jpg", 3: None}
     assert "re-crop verdict cache" in caplog.text
+
+
+def test_a_too_small_copy_is_not_kept_in_place_of_a_usable_one():
+    tiny_close_up = evaluation(1, score=3, size=(200, 200), face=face(0.6), issues=["too_small"])
+    usable_wide = evaluation(2, score=7, face=face(0.2))
+    assert kept_of([tiny_close_up, usable_wide]) == [2]

@@ -3,7 +3,8 @@
 The shared pipeline (``evaluate_actor``) reads each file once, hashes its bytes, decodes it once at
 a small working size, and hands the readable images to a backend that judges style and quality.
 It then applies what no backend decides: trusted manifest types, ``unreadable``, ``too_small``
-and duplicates. Verdicts are cached by image content and evaluator settings.
+and duplicates (exact copies, near copies by hash and colours, re-crops by feature matching in
+recrops.py). Verdicts are cached by image content and evaluator settings.
 
 Decoding. JPEGs decode straight at reduced size (draft mode: the smallest of the 1/2, 1/4 and 1/8
 scales that still covers the working size, so a 768x1024 portrait decodes at 1/4 in 4.2 ms rather
@@ -412,13 +413,15 @@ FACE_HEIGHT_STEP = 0.05  # face heights closer than this count as equal; sharpne
 
 
 def keep_rank(image: ImageEvaluation) -> tuple[float, ...]:
-    """Sort key, the image to keep first: the one that shows the face best when the subject
-    checks measured faces (fewest face issues, then the larger face, then the sharper), then
-    the higher quality score, the more pixels, and last the lower number.
+    """Sort key, the image to keep first: a usable one (a too-small copy must not be kept in
+    place of a usable one, or both would go), then the one that shows the face best when the
+    subject checks measured faces (fewest face issues, then the larger face, then the sharper),
+    then the higher quality score, the more pixels, and last the lower number.
 
     Of a wide shot and a close-up cut from it, the close-up shows the face best; without face
     measurements the larger file of equal quality is kept, not whichever came first.
     """
+    unusable = len(UNUSABLE_ISSUES.intersection(image.issues))
     face = image.measurements.get("face")
     face_issues = len(FACE_ISSUES.intersection(image.issues))
     height, sharpness = 0.0, 0.0
@@ -426,7 +429,7 @@ def keep_rank(image: ImageEvaluation) -> tuple[float, ...]:
         height = math.floor(face["height_ratio"] / FACE_HEIGHT_STEP)
         sharpness = face["sharpness"] if _number(face.get("sharpness")) else 0.0
     pixels = (image.width or 0) * (image.height or 0)
-    return (face_issues, -height, -sharpness, -image.quality_score, -pixels, image.number)
+    return (unusable, face_issues, -height, -sharpness, -image.quality_score, -pixels, image.number)
 
 
 def _number(value: Any) -> bool:
@@ -896,11 +899,11 @@ def evaluate_actor(
     from training_data.recrops import PairCache, RecropDetector
 
     sha256s = {evaluation.number: evaluation.sha256 for evaluation in evaluations}
-    recrops = RecropDetector(thumbnails, sha256s, PairCache(cache.folder))
+    recrop_check = RecropDetector(thumbnails, sha256s, PairCache(cache.folder))
     duplicates = find_duplicates(
-        evaluations, fingerprints, config.quality.near_duplicate_distance, recrops.same_picture
+        evaluations, fingerprints, config.quality.near_duplicate_distance, recrop_check.same_picture
     )
-    recrops.save()
+    recrop_check.save()
     for evaluation in evaluations:
         if evaluation.number in duplicates:
             evaluation.duplicate_of = duplicates[evaluation.number]
