@@ -85,6 +85,12 @@ def test_other_shots_of_the_same_people_in_a_similar_pose_are_not():
         assert not same(scene(first), cropped), (first, second, "cropped")
 
 
+def test_a_flat_subject_moved_on_a_smooth_backdrop_with_new_grain_is_not_a_re_crop():
+    """Everything but the grain agrees once aligned on the subject: two exposures, not one."""
+    first, second = (Image.open(SCENES / "synthetic" / f"moved_{n}.jpg") for n in "ab")
+    assert not same(first, second)
+
+
 def test_unrelated_photos_and_a_grey_copy_are_not_re_crops():
     photo = Image.open(STYLES / "photorealistic" / "opencv__messi.jpg").convert("RGB")
     other = Image.open(STYLES / "photorealistic" / "skimage__astronaut.jpg").convert("RGB")

@@ -17,7 +17,11 @@ embedding of "what is in it" would see the second as the same. So, on the workin
    the smaller one), the blurred, contrast-normalised grey images must agree nearly everywhere:
    at most MAX_CHANGED_SHARE of the overlap may differ by more than CHANGED_LEVEL. A second
    shot from a tripod matches its background perfectly, but the person has moved: that part
-   differs. A re-crop differs only by resampling and JPEG noise, which the blur absorbs.
+   differs. A re-crop differs only by resampling and JPEG noise, which the blur absorbs. The
+   colours must agree too (a grey copy is not a re-crop), and so must the fine texture the blur
+   removed (correlation at least MIN_DETAIL_CORRELATION): a subject moved across a plain or
+   smoothly lit backdrop aligns on itself and leaves the backdrop agreeing up to its mean, but
+   two exposures never share their grain; a re-crop keeps it.
 
 Thresholds were chosen on a set built from real photos (scripts/measure_recrops.py): crops,
 mirrors, re-encodes and resizes of the photos in tests/data/styles and tests/data/recrops, and
@@ -68,6 +72,7 @@ BLUR_SIDE = 5
 CHANGED_LEVEL = 1.0  # in standard deviations of the overlap's grey levels
 MAX_CHANGED_SHARE = 0.008
 MAX_CHROMA_DIFFERENCE = 4.0  # mean |Cr| + |Cb| difference, 0-255 levels per channel
+MIN_DETAIL_CORRELATION = 0.3  # of the texture the blur removes: the same grain, not just shapes
 PAIR_CACHE_NAME = "recrops.sqlite3"
 PAIR_CACHE_TIMEOUT_SECONDS = 60.0
 PAIR_CACHE_KEYS_PER_QUERY = 500  # under SQLite's oldest limit of 999 parameters
@@ -79,7 +84,7 @@ SETTINGS = hashlib.sha256(
             RECROP_VERSION, cv2.__version__, HISTOGRAM_SHIFT, MIN_HISTOGRAM_OVERLAP, ORB_FEATURES,
             ORB_SCALE_FACTOR, ORB_LEVELS, ORB_EDGE, RATIO, MIN_INLIERS, RANSAC_THRESHOLD,
             MAX_ROTATION_DEGREES, MIN_SCALE, MAX_SCALE, MIN_OVERLAP, BLUR_SIDE, CHANGED_LEVEL,
-            MAX_CHANGED_SHARE, MAX_CHROMA_DIFFERENCE,
+            MAX_CHANGED_SHARE, MAX_CHROMA_DIFFERENCE, MIN_DETAIL_CORRELATION,
         ]
     ).encode()
 ).hexdigest()[:16]  # fmt: skip
@@ -320,9 +325,14 @@ def agrees_where_overlapping(
     smaller = min(this.grey.size, source.size * float(np.linalg.det(alignment.transform[:, :2])))
     if inside.sum() < MIN_OVERLAP * smaller:
         return False
-    mine = _normalised(_blurred(this.grey), inside)
-    theirs = _normalised(_blurred(_warped(source, alignment, (width, height))), inside)
-    if float((np.abs(mine - theirs) > CHANGED_LEVEL).mean()) > MAX_CHANGED_SHARE:
+    warped = _warped(source, alignment, (width, height))
+    mine, theirs = _blurred(this.grey), _blurred(warped)
+    changed = np.abs(_normalised(mine, inside) - _normalised(theirs, inside)) > CHANGED_LEVEL
+    if float(changed.mean()) > MAX_CHANGED_SHARE:
+        return False
+    if _correlation(_detail(this.grey, mine, inside), _detail(warped, theirs, inside)) < (
+        MIN_DETAIL_CORRELATION
+    ):
         return False
     other_chroma = other.chroma[:, ::-1] if alignment.mirrored else other.chroma
     warped_chroma = _blurred(_warped(other_chroma, alignment, (width, height)))
@@ -338,6 +348,17 @@ def _warped(pixels: np.ndarray, alignment: Alignment, size: tuple[int, int]) -> 
 
 def _blurred(pixels: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(pixels, (BLUR_SIDE, BLUR_SIDE), 0)
+
+
+def _detail(grey: np.ndarray, blurred: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """What the blur took away: texture and grain, where both images exist."""
+    return grey[inside].astype(np.float32) - blurred[inside].astype(np.float32)
+
+
+def _correlation(first: np.ndarray, second: np.ndarray) -> float:
+    first, second = first - first.mean(), second - second.mean()
+    spread = float(np.sqrt((first * first).sum() * (second * second).sum()))
+    return float((first * second).sum()) / spread if spread > 0 else 0.0
 
 
 def _normalised(grey: np.ndarray, inside: np.ndarray) -> np.ndarray:
