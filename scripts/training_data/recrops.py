@@ -8,8 +8,8 @@ embedding of "what is in it" would see the second as the same. So, on the workin
 1. A cheap pre-filter: colour histograms (4x4x4 RGB bins, normalised) must overlap by at least
    MIN_HISTOGRAM_OVERLAP. A crop keeps most of its photo's colours whatever the framing, and a
    mirror keeps them all; a grey copy of a colour photo, or an unrelated picture, rarely passes.
-2. ORB keypoints (scale pyramid, so a crop shown at another size still matches), matched both
-   ways round against the other image and its mirror, Lowe's ratio test, then a RANSAC
+2. ORB keypoints (scale pyramid, so a crop shown at another size still matches), matched
+   against the other image's and against its mirror's, Lowe's ratio test, then a RANSAC
    similarity (rotation, one scale, shift): a re-crop is a pure scale and shift, so the fitted
    rotation must be near zero and MIN_INLIERS matches must agree with it.
 3. The check that separates a re-crop from another shot of the same scene: the other image is
@@ -31,8 +31,9 @@ re-crops found (98.0%; the misses are a texture-less sky and a repetitive chessb
 36 hard negatives and none of 4653 different photos flagged (precision 100%); the pre-filter
 passes every re-crop and 9% of the different pairs. The thresholds were set on these pairs;
 variants drawn with another seed (--seed 7): 333 of 345 found (96.5%), no false alarm.
-Cost (scripts/bench_recrops.py, all photos in one category, the worst case): about +170 ms for
-an actor of 20, +440 ms for 40, on a shared 2-core machine.
+Cost (scripts/bench_recrops.py, all photos in one category, on a shared and loaded 2-core
+machine): +120-170 ms for an actor of 20 photos, +440-600 ms for 40; when every pair passes the
+pre-filter (one palette throughout) +0.4-0.5 s and +1.4-2.3 s; with the verdicts cached +8-25 ms.
 
 Verdicts, not features, are cached (PairCache, by both images' sha256 and every threshold): a few
 bytes per compared pair instead of ~20 KB of descriptors per image, and a rerun or the
