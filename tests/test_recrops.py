@@ -237,7 +237,8 @@ def test_the_plan_removes_one_re_crop_and_keeps_the_other_shot(tmp_path):
     kept = next(name for name in recrops if name != duplicates[0])
     assert removed == {duplicates[0]: f"duplicate of {kept}"}
     assert by_name["0000_actor_3.jpg"]["issues"] == []
-    assert document["images_to_generate"] == [{"type": "photorealistic", "count": 1}]
+    assert document["planned_counts"]["photorealistic"] == 12  # 13 photos, one a re-crop
+    assert document["short"] == {"photorealistic": 1}  # the local generator makes no photos
     stays, goes = by_name[kept], by_name[duplicates[0]]
     assert (stays["quality_score"], stays["width"] * stays["height"]) > (
         goes["quality_score"],
