@@ -75,7 +75,6 @@ def test_crops_mirrors_re_encodes_and_resizes_of_one_photo_are_the_same_picture(
 def test_other_shots_of_the_same_people_in_a_similar_pose_are_not():
     pairs = [
         ("basketball__basketball1", "basketball__basketball2"),
-        ("megamind__frame040", "megamind__frame088"),
         ("chessboard__left01", "chessboard__left02"),
         ("chessboard__left01", "chessboard__right01"),
     ]

@@ -35,7 +35,7 @@ STILLS = {
     "suzanne": ["Blender_Suzanne1.jpg", "Blender_Suzanne2.jpg"],
 }
 # group -> (video, frame numbers)
-FRAMES = {"pedestrians": ("vtest.avi", [0, 20, 40]), "megamind": ("Megamind.avi", [40, 88])}
+FRAMES = {"pedestrians": ("vtest.avi", [0, 20, 40])}
 
 
 def save(image: Image.Image, name: str) -> None:
