@@ -709,3 +709,202 @@ def test_a_full_disk_or_quota_stops_the_run_other_write_errors_fail_the_actor(
     with pytest.raises(raised):
         write_manifest(actor, {"images": {}})
     assert json.loads(actor.manifest_path.read_text()) == {"images": {}}
+
+
+# --- hostile files: special files, huge files, deep JSON, odd names ------------------------------
+
+
+def within(seconds: float, function, *args: Any) -> Any:
+    """Call ``function``; fail the test (instead of hanging it) if it blocks for ``seconds``."""
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            box["value"] = function(*args)
+        except BaseException as error:
+            box["error"] = error
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"{function.__name__} blocked for {seconds} s"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def nested_json(depth: int) -> str:
+    return '{"actor_id": "a", "images": {}, "extra": ' + "[" * depth + "]" * depth + "}"
+
+
+def test_a_manifest_nested_a_thousand_levels_deep_fails_its_actor_with_one_line(tmp_path):
+    actor = make_actor(tmp_path, "a", manifest=nested_json(1000))
+
+    with pytest.raises(ActorError) as caught:
+        read_manifest(actor)
+
+    assert str(caught.value) == (
+        "manifest.json of a is not valid JSON: nested more than 64 levels deep"
+    )
+
+
+def test_a_manifest_nested_just_within_the_parser_is_refused_before_a_rewrite(tmp_path):
+    """900 levels parse, but writing them back would overflow the pretty-printer."""
+    actor = make_actor(tmp_path, "a", manifest=nested_json(900))
+
+    with pytest.raises(ActorError, match="nested more than 64 levels deep"):
+        read_manifest(actor)
+
+
+def test_an_actors_data_nested_a_thousand_levels_deep_is_one_line(tmp_path):
+    make_actor(tmp_path, "0001_a")
+    (tmp_path / "actorsData.json").write_text("[" * 1000 + "]" * 1000)
+
+    with pytest.raises(DatasetError, match=r"actorsData.json is not valid JSON \(nested more"):
+        find_actors(tmp_path)
+
+
+@pytest.mark.parametrize("url", ["http://[::1/x.jpg", "http://", "https://host:99999/x.jpg"])
+def test_a_malformed_url_fails_its_image_as_an_invalid_url(tmp_path, session, url):
+    actor = make_actor(tmp_path, "a", manifest=url_manifest({"x.jpg": url}))
+
+    assert fail_download(actor, session) == "Failed to download image x.jpg: invalid URL"
+
+
+def test_a_fifo_manifest_fails_its_actor_instead_of_blocking(tmp_path):
+    actor = make_actor(tmp_path, "a")
+    os.mkfifo(actor.manifest_path)
+
+    with pytest.raises(ActorError) as caught:
+        within(10, read_manifest, actor)
+
+    assert str(caught.value) == "cannot read manifest.json of a: not a regular file (a FIFO)"
+
+
+def test_a_fifo_actors_data_is_one_line_instead_of_blocking(tmp_path):
+    make_actor(tmp_path, "0001_a")
+    os.mkfifo(tmp_path / "actorsData.json")
+
+    with pytest.raises(DatasetError, match=r"actorsData.json: not a regular file \(a FIFO\)"):
+        within(10, find_actors, tmp_path)
+
+
+def test_a_manifest_linked_to_dev_zero_is_refused_without_reading(tmp_path):
+    actor = make_actor(tmp_path, "a")
+    actor.manifest_path.symlink_to("/dev/zero")
+
+    with pytest.raises(ActorError, match=r"not a regular file \(a character device\)"):
+        within(10, read_manifest, actor)
+
+
+def test_a_manifest_over_the_size_cap_is_refused_without_reading(tmp_path):
+    """A 6 GiB sparse manifest takes no disk; reading it whole would take the memory."""
+    make_actor(tmp_path, "a")
+    actor = find_actors(tmp_path, max_file_bytes=1_000_000)[0]
+    with open(actor.manifest_path, "wb") as manifest:
+        manifest.truncate(6 * 1024**3)
+
+    with pytest.raises(ActorError) as caught:
+        read_manifest(actor)
+
+    assert str(caught.value) == (
+        "cannot read manifest.json of a: 6,442,450,944 bytes is over the 1,000,000-byte limit "
+        "(limits.max_file_mib)"
+    )
+
+
+def test_symlinks_that_loop_or_dangle_are_listed_as_images(tmp_path):
+    """So that they show as unreadable on the sheet and in the plan, not fail or hide."""
+    actor = make_actor(tmp_path, "a", {"a_1.jpg": image_bytes()})
+    (actor.training_dir / "a_2.jpg").symlink_to("a_2.jpg")
+    (actor.training_dir / "a_3.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (actor.training_dir / "a_4.jpg").mkdir()
+
+    images = list_training_images(actor, None)
+
+    assert [image.filename for image in images] == ["a_1.jpg", "a_2.jpg", "a_3.jpg"]
+
+
+@pytest.mark.parametrize("name", ["a\\b.jpg", "a\nb.jpg", "a\tb.jpg"])
+def test_an_unusual_file_name_on_disk_fails_the_actor_naming_the_file(tmp_path, name):
+    actor = make_actor(tmp_path, "a", {"a_1.jpg": image_bytes(), name: image_bytes()})
+
+    with pytest.raises(ActorError) as caught:
+        list_training_images(actor, {"images": {"a_1.jpg": {}}})
+
+    message = str(caught.value)
+    assert message.startswith(f"training_data of a holds a file named {name!r}")
+    assert message.endswith(": rename it")
+    assert "manifest" not in message and "\n" not in message
+
+
+def test_nan_in_a_manifest_is_written_back_as_null(tmp_path, caplog):
+    text = '{"actor_id": "a", "images": {"x.jpg": {"score": NaN, "weight": Infinity}}}'
+    actor = make_actor(tmp_path, "a", manifest=text)
+
+    manifest = read_manifest(actor)
+    write_manifest(actor, manifest)
+
+    assert manifest["images"]["x.jpg"] == {"score": None, "weight": None}
+    assert json.loads(actor.manifest_path.read_text(), parse_constant=pytest.fail)
+    assert "manifest.json of a: NaN read as null" in caplog.text
+
+
+def test_a_key_given_twice_in_a_manifest_is_warned_about(tmp_path, caplog):
+    text = '{"images": {"x.jpg": {"type": "bw_stylized"}, "x.jpg": {"type": "photorealistic"}}}'
+    actor = make_actor(tmp_path, "a", manifest=text)
+
+    assert read_manifest(actor)["images"] == {"x.jpg": {"type": "photorealistic"}}
+    assert "manifest.json of a: key 'x.jpg' is given twice; the last value is used" in caplog.text
+
+
+# --- a silent server and the deadline of one image ----------------------------------------------
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
+    """Accepts connections and never answers a byte."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+def test_a_silent_server_times_out_once_and_says_so(tmp_path, silent_server):
+    base, accepted = silent_server
+    download = DownloadConfig(timeout=0.5, retries=3, max_bytes=1_000_000, deadline=20.0)
+    actor = make_actor(tmp_path, "a", manifest=url_manifest({"x.jpg": base + "/x.jpg"}))
+
+    with make_session(download, backoff_factor=0.01) as http:
+        message = fail_download(actor, http, download)
+
+    assert message == "Failed to download image x.jpg: timed out after 0.5s"
+    assert len(accepted) == 1  # a server that took the request and went silent is not asked again
+
+
+def test_the_deadline_bounds_all_of_one_image(tmp_path, misbehaving_server, session):
+    base, _ = misbehaving_server
+    download = DownloadConfig(timeout=5.0, retries=3, max_bytes=1_000_000, deadline=1.0)
+    actor = make_actor(tmp_path, "a", manifest=url_manifest({"x.jpg": base + "/dribble.jpg"}))
+
+    started = time.monotonic()
+    message = fail_download(actor, session, download)
+
+    assert message == (
+        "Failed to download image x.jpg: timed out: not fetched within 1s (download.deadline)"
+    )
+    assert time.monotonic() - started < 4.0  # each wait alone would allow 5 s

@@ -132,9 +132,23 @@ class GeneratorConfig:
 
 @dataclass(frozen=True)
 class DownloadConfig:
+    """``timeout``: each wait for the server; ``deadline``: the whole of one image, all included."""
+
     timeout: float = 30.0
     retries: int = 3
     max_bytes: int = 52_428_800
+    deadline: float = 60.0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """The largest file read from the dataset or the output folder (images, manifests, progress)."""
+
+    max_file_mib: int = 64
+
+    @property
+    def max_file_bytes(self) -> int:
+        return self.max_file_mib * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -146,6 +160,7 @@ class Config:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     prompts: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
     download: DownloadConfig = field(default_factory=DownloadConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     @property
     def categories(self) -> tuple[str, ...]:

@@ -13,11 +13,11 @@ query strings are removed from urllib3's own log lines (signed URLs carry tokens
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import re
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -33,10 +33,17 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as TransportError
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
 
 from training_data.atomic import write_bytes_atomic, write_json_atomic
 from training_data.config import DownloadConfig
 from training_data.errors import ActorError, FatalRunError, UsageError, is_disk_full
+from training_data.files import (
+    DEFAULT_MAX_FILE_BYTES,
+    UnreadableFile,
+    parse_json,
+    read_regular_file,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -47,6 +54,7 @@ DOWNLOADABLE_FORMATS = ("JPEG", "PNG", "WEBP")  # what the suffixes promise; nev
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
 BODY_CHUNK_BYTES = 64 * 1024
 BODY_RETRY_DELAY = 0.5  # seconds before re-fetching a body the connection dropped, doubling
+DEADLINE_SLACK = 0.05  # seconds: a timeout this near the image deadline was the deadline's
 MAX_NAME_BYTES = 255
 USER_AGENT = (
     f"evaluate-and-balance (training-data downloader) {requests.utils.default_user_agent()}"
@@ -61,10 +69,14 @@ class DatasetError(UsageError):
 
 @dataclass(frozen=True)
 class Actor:
-    """An actor, addressed by its folder name under ``<data-dir>/actors``."""
+    """An actor, addressed by its folder name under ``<data-dir>/actors``.
+
+    ``max_file_bytes`` caps every file of the actor this tool reads (config ``limits``).
+    """
 
     name: str
     folder: Path
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 
     @property
     def training_dir(self) -> Path:
@@ -127,12 +139,12 @@ def expected_layout(actors_dir: Path) -> str:
     return f"expected layout: {actors_dir}/<actor>/training_data/<images>"
 
 
-def find_actors(data_dir: Path) -> list[Actor]:
+def find_actors(data_dir: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list[Actor]:
     """The actors of SPEC §2, sorted by name; only those that have a ``training_data/`` folder."""
-    return scan_actors(data_dir).actors
+    return scan_actors(data_dir, max_file_bytes).actors
 
 
-def scan_actors(data_dir: Path) -> ActorScan:
+def scan_actors(data_dir: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> ActorScan:
     """Like ``find_actors``, also naming the folders passed over.
 
     Finding no actor while ``actors/`` holds something is a layout mistake, never an empty run.
@@ -150,10 +162,13 @@ def scan_actors(data_dir: Path) -> ActorScan:
             f"no actors/ folder in {data_dir}: pass --data-dir the folder that holds actors/"
         )
     listing = data_dir / ACTORS_DATA_NAME
-    names = _listed_actor_names(listing) if listing.exists() else _actor_folder_names(actors_dir)
+    if os.path.lexists(listing):
+        names = _listed_actor_names(listing, max_file_bytes)
+    else:
+        names = _actor_folder_names(actors_dir)
     actors, passed_over = [], []
     for name in sorted(set(names)):
-        actor = Actor(name, actors_dir / name)
+        actor = Actor(name, actors_dir / name, max_file_bytes)
         if actor.training_dir.is_dir():
             actors.append(actor)
         elif actor.folder.is_dir():
@@ -221,13 +236,17 @@ def select_actor(actors: Sequence[Actor], actor_id: str, flag: str = "--actor-id
     )
 
 
-def _listed_actor_names(listing: Path) -> list[str]:
+def _listed_actor_names(listing: Path, max_file_bytes: int) -> list[str]:
     """Names from actorsData.json; any malformed or path-like entry is an error, never skipped."""
     try:
-        document = json.loads(listing.read_text(encoding="utf-8-sig"))
+        text = read_regular_file(listing, max_file_bytes).decode("utf-8-sig")
+    except UnreadableFile as error:
+        raise DatasetError(f"cannot read {listing}: {error}: fix or remove it") from None
     except (OSError, UnicodeDecodeError) as error:
         raise DatasetError(f"cannot read {listing}: {_os_reason(error)}") from None
-    except json.JSONDecodeError as error:
+    try:
+        document = parse_json(text)
+    except ValueError as error:
         raise DatasetError(f"{listing} is not valid JSON ({error}): fix or remove it") from None
     if not isinstance(document, list):
         raise DatasetError(f'{listing} must be a list of objects with a "name": fix or remove it')
@@ -261,24 +280,47 @@ def _is_plain_name(name: str) -> bool:
 
 
 def read_manifest(actor: Actor) -> dict[str, Any] | None:
-    """The actor's manifest.json, or None when it has none."""
+    """The actor's manifest.json, or None when it has none.
+
+    A key given twice in one object keeps its last value, as JSON readers do, with a warning;
+    NaN and Infinity (not JSON, but Python writes them) become null, so what is written back is
+    standard JSON.
+    """
     try:
-        text = actor.manifest_path.read_text(encoding="utf-8-sig")
+        text = read_regular_file(actor.manifest_path, actor.max_file_bytes).decode("utf-8-sig")
     except FileNotFoundError:
         return None
     except UnicodeDecodeError:
         raise ActorError(f"manifest.json of {actor.name} is not valid JSON: not UTF-8") from None
+    except UnreadableFile as error:
+        raise ActorError(f"cannot read manifest.json of {actor.name}: {error}") from None
     except OSError as error:
         raise ActorError(
             f"cannot read manifest.json of {actor.name}: {_os_reason(error)}"
         ) from None
+    oddities: list[str] = []
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
+        document = parse_json(
+            text,
+            object_pairs_hook=lambda pairs: _object_warning_twice(pairs, oddities),
+            parse_constant=lambda constant: oddities.append(f"{constant} read as null"),
+        )
+    except ValueError as error:
         raise ActorError(f"manifest.json of {actor.name} is not valid JSON: {error}") from None
+    for oddity in dict.fromkeys(oddities):
+        log.warning("manifest.json of %s: %s", actor.name, oddity)
     problem = _manifest_shape_problem(document)
     if problem:
         raise ActorError(f"manifest.json of {actor.name} is not a valid manifest: {problem}")
+    return document
+
+
+def _object_warning_twice(pairs: list[tuple[str, Any]], oddities: list[str]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) < len(pairs):
+        seen: set[str] = set()
+        twice = [key for key, _ in pairs if key in seen or seen.add(key)]
+        oddities += [f"key {key!r} is given twice; the last value is used" for key in twice]
     return document
 
 
@@ -413,12 +455,16 @@ def sidecars_of(image_path: Path) -> list[Path]:
 
 
 def _image_files_in(actor: Actor) -> list[str]:
+    """Every entry named like an image but a folder: a symlink that loops or dangles, a FIFO...
+    is listed too, so that it shows as an unreadable image with its reason instead of hiding."""
     try:
         with os.scandir(actor.training_dir) as entries:
-            return [
+            names = [
                 entry.name
                 for entry in entries
-                if _is_image_name(entry.name) and not entry.name.startswith(".") and entry.is_file()
+                if _is_image_name(entry.name)
+                and not entry.name.startswith(".")
+                and not _is_folder(entry)
             ]
     except FileNotFoundError:
         if not actor.folder.parent.is_dir():
@@ -428,6 +474,22 @@ def _image_files_in(actor: Actor) -> list[str]:
         raise ActorError(
             f"cannot read training_data of {actor.name}: {_os_reason(error)}"
         ) from None
+    for name in names:
+        problem = _filename_problem(name)
+        if problem:
+            raise ActorError(
+                f"training_data of {actor.name} holds a file named {name!r} that this tool "
+                f"does not handle ({problem}): rename it"
+            )
+    return names
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """A symlink to a folder; a loop or a dangling link is no folder."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _is_image_name(name: str) -> bool:
@@ -451,6 +513,83 @@ class _DownloadFailed(Exception):
         self.retryable = retryable
 
 
+class _ImageDeadline:
+    """The instant by which one image must be fetched (``download.deadline`` from its start).
+
+    urllib3 retries inside ``session.get``, out of our hands; so the deadline is set for the
+    downloading thread, where ``_DeadlineRetry`` and ``_DeadlineTimeout`` find it. Other users of
+    the session (the generator) set none and keep plain urllib3 behaviour.
+    """
+
+    current = threading.local()
+
+    def __init__(self, download: DownloadConfig) -> None:
+        self.download = download
+        self.ends = time.monotonic() + download.deadline
+
+    def remaining(self) -> float:
+        return self.ends - time.monotonic()
+
+    def wait(self) -> float:
+        """One wait for the server: ``download.timeout``, or less when the deadline is nearer."""
+        return max(min(self.download.timeout, self.remaining()), 0.001)
+
+    def timed_out(self) -> str:
+        """What a timeout is called: the deadline's when it was the deadline that cut it short."""
+        if self.remaining() <= DEADLINE_SLACK:
+            return f"timed out: not fetched within {self.download.deadline:g}s (download.deadline)"
+        return f"timed out after {self.download.timeout:g}s"
+
+    @classmethod
+    def of_thread(cls) -> _ImageDeadline | None:
+        return getattr(cls.current, "deadline", None)
+
+
+class _DeadlineRetry(Retry):
+    """urllib3's retries, ended by the image deadline; a read timeout is not retried under one:
+    a server that accepted and then stayed silent for a whole timeout is given up on."""
+
+    def increment(self, *args: Any, **kwargs: Any) -> Retry:
+        deadline = _ImageDeadline.of_thread()
+        error = kwargs.get("error")
+        if deadline is not None and (
+            deadline.remaining() <= 0 or isinstance(error, ReadTimeoutError)
+        ):
+            return Retry.increment(self.new(total=0), *args, **kwargs)
+        return super().increment(*args, **kwargs)
+
+    def sleep(self, response: Any = None) -> None:
+        deadline = _ImageDeadline.of_thread()
+        if deadline is None:
+            super().sleep(response)
+            return
+        wait = None
+        if response is not None and self.respect_retry_after_header:
+            wait = self.get_retry_after(response)
+        if wait is None:
+            wait = self.get_backoff_time()
+        time.sleep(max(0.0, min(wait, deadline.remaining())))
+
+
+class _DeadlineTimeout(Timeout):
+    """Each connect and read wait of every attempt, cut to the time left before the deadline."""
+
+    def __init__(self, deadline: _ImageDeadline) -> None:
+        super().__init__(connect=deadline.download.timeout, read=deadline.download.timeout)
+        self.deadline = deadline
+
+    def clone(self) -> _DeadlineTimeout:
+        return _DeadlineTimeout(self.deadline)
+
+    @property
+    def connect_timeout(self) -> float:
+        return self.deadline.wait()
+
+    @property
+    def read_timeout(self) -> float:
+        return self.deadline.wait()
+
+
 class _RedactQueryStrings(logging.Filter):
     """urllib3 logs request URLs (retries, redirects), whose query string may carry a token."""
 
@@ -470,9 +609,10 @@ def make_session(
 
     Connection errors and 408/429/5xx answers are retried ``download.retries`` times by urllib3
     before a response reaches us; a Retry-After longer than ``download.timeout`` is cut to it.
+    A download stops them all at its ``download.deadline``.
     """
     download = download or DownloadConfig()
-    retry = Retry(
+    retry = _DeadlineRetry(
         total=download.retries,
         status_forcelist=RETRY_STATUSES,
         allowed_methods=frozenset({"GET", "HEAD"}),
@@ -510,7 +650,7 @@ def download_missing(
         if os.path.lexists(path) or url is None:
             continue
         try:
-            body = _fetch_with_retries(session, url, download)
+            body = _fetch_with_retries(session, url, _ImageDeadline(download))
             _check_image(body)
         except _DownloadFailed as failure:
             raise ActorError(f"Failed to download image {filename}: {failure.reason}") from None
@@ -521,58 +661,86 @@ def download_missing(
 
 
 def _download_url(entry: dict[str, Any]) -> str | None:
+    """The entry's http(s) URL; one that says so but does not parse is kept, to fail as such."""
     for key in DOWNLOAD_URL_KEYS:
         value = entry.get(key)
-        if isinstance(value, str) and urlsplit(value).scheme.lower() in ("http", "https"):
+        if isinstance(value, str) and value.strip().lower().startswith(("http://", "https://")):
             return value
     return None
 
 
-def _fetch_with_retries(session: requests.Session, url: str, download: DownloadConfig) -> bytes:
-    """urllib3 retries everything before the body; a body the connection dropped is re-fetched."""
-    attempt = 0
-    while True:
-        try:
-            return _fetch(session, url, download)
-        except _DownloadFailed as failure:
-            if not failure.retryable or attempt >= download.retries:
-                raise
-        time.sleep(BODY_RETRY_DELAY * 2**attempt)
-        attempt += 1
+def _fetch_with_retries(session: requests.Session, url: str, deadline: _ImageDeadline) -> bytes:
+    """urllib3 retries everything before the body; a body the connection dropped is re-fetched.
 
-
-def _fetch(session: requests.Session, url: str, download: DownloadConfig) -> bytes:
+    All of it within the image's deadline.
+    """
+    _check_url(url)
+    download = deadline.download
+    _ImageDeadline.current.deadline = deadline
     try:
-        response = session.get(url, stream=True, timeout=(download.timeout, download.timeout))
+        attempt = 0
+        while True:
+            try:
+                return _fetch(session, url, deadline)
+            except _DownloadFailed as failure:
+                pause = BODY_RETRY_DELAY * 2**attempt
+                if not failure.retryable or attempt >= download.retries:
+                    raise
+                if pause >= deadline.remaining():
+                    raise _DownloadFailed(deadline.timed_out()) from None
+            time.sleep(pause)
+            attempt += 1
+    finally:
+        _ImageDeadline.current.deadline = None
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url.strip())
+        valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        valid = valid and (parts.port is None or parts.port > 0)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise _DownloadFailed("invalid URL")
+
+
+def _fetch(session: requests.Session, url: str, deadline: _ImageDeadline) -> bytes:
+    download = deadline.download
+    try:
+        response = session.get(url, stream=True, timeout=_DeadlineTimeout(deadline))
     except requests.RequestException as error:
-        raise _DownloadFailed(_request_failure_reason(error, download.timeout)) from None
+        raise _DownloadFailed(_request_failure_reason(error, deadline)) from None
+    except ValueError:  # urllib3 parses again (and a redirect brings a new URL): hostile forms
+        raise _DownloadFailed("invalid URL") from None
     with response:
         if response.status_code != 200:
             raise _DownloadFailed(f"HTTP {response.status_code}")
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > download.max_bytes:
             raise _DownloadFailed(f"larger than {download.max_bytes} bytes")
-        return _read_body(response, download)
+        return _read_body(response, deadline)
 
 
-def _read_body(response: requests.Response, download: DownloadConfig) -> bytes:
-    """The whole body within ``download.timeout`` seconds of wall clock, at most ``max_bytes``.
+def _read_body(response: requests.Response, image_deadline: _ImageDeadline) -> bytes:
+    """The whole body within ``download.timeout`` seconds of wall clock (and within the image's
+    deadline), at most ``max_bytes``.
 
     ``read1`` returns as soon as any bytes arrive and every socket wait is cut to the time left,
     so a server that dribbles or stalls cannot stretch the deadline.
     """
-    deadline = time.monotonic() + download.timeout
-    timed_out = f"timed out after {download.timeout:g}s"
+    download = image_deadline.download
+    deadline = time.monotonic() + image_deadline.wait()
     body = bytearray()
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise _DownloadFailed(timed_out)
+            raise _DownloadFailed(image_deadline.timed_out())
         _limit_socket_wait(response, remaining)
         try:
             chunk = response.raw.read1(BODY_CHUNK_BYTES, decode_content=True)
         except ReadTimeoutError:
-            raise _DownloadFailed(timed_out) from None
+            raise _DownloadFailed(image_deadline.timed_out()) from None
         except TransportError:
             raise _DownloadFailed(
                 "connection lost before the whole body arrived", retryable=True
@@ -591,12 +759,15 @@ def _limit_socket_wait(response: requests.Response, seconds: float) -> None:
         sock.settimeout(max(seconds, 0.001))
 
 
-def _request_failure_reason(error: requests.RequestException, timeout: float) -> str:
+def _request_failure_reason(error: requests.RequestException, deadline: _ImageDeadline) -> str:
     """A short reason; ``str(error)`` would carry the URL and its query string."""
+    causes = _causes(error)
     if isinstance(error, requests.ConnectTimeout):
-        return f"connection timed out after {timeout:g}s"
-    if isinstance(error, requests.ReadTimeout):
-        return f"timed out after {timeout:g}s"
+        return f"connection {deadline.timed_out()}"
+    if isinstance(error, requests.ReadTimeout) or any(
+        isinstance(cause, ReadTimeoutError) for cause in causes
+    ):
+        return deadline.timed_out()
     if isinstance(error, requests.exceptions.SSLError):
         return "TLS error"
     if isinstance(error, requests.TooManyRedirects):
@@ -604,7 +775,6 @@ def _request_failure_reason(error: requests.RequestException, timeout: float) ->
     if isinstance(error, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema):
         return "invalid URL"
     if isinstance(error, requests.ConnectionError):
-        causes = _causes(error)
         if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
             return "connection refused"
         if any(type(cause).__name__ == "gaierror" for cause in causes):
