@@ -7,8 +7,10 @@ import os
 import random
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
@@ -132,3 +134,22 @@ def cli_env() -> dict[str, str]:
 
 def read_progress(output_dir: Path) -> dict:
     return json.loads((output_dir / "progress.json").read_text())
+
+
+def within(seconds: float, function, *args: Any) -> Any:
+    """Call ``function``; fail the test (instead of hanging it) if it blocks for ``seconds``."""
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            box["value"] = function(*args)
+        except BaseException as error:
+            box["error"] = error
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"{function.__name__} blocked for {seconds} s"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import within
 from PIL import Image
 
 from training_data.config import DownloadConfig
@@ -712,25 +713,6 @@ def test_a_full_disk_or_quota_stops_the_run_other_write_errors_fail_the_actor(
 
 
 # --- hostile files: special files, huge files, deep JSON, odd names ------------------------------
-
-
-def within(seconds: float, function, *args: Any) -> Any:
-    """Call ``function``; fail the test (instead of hanging it) if it blocks for ``seconds``."""
-    box: dict[str, Any] = {}
-
-    def call() -> None:
-        try:
-            box["value"] = function(*args)
-        except BaseException as error:
-            box["error"] = error
-
-    worker = threading.Thread(target=call, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"{function.__name__} blocked for {seconds} s"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def nested_json(depth: int) -> str:

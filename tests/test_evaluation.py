@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import random
 import sqlite3
 import struct
@@ -19,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import within
 from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
-from training_data.config import Config, QualityConfig
+from training_data.config import Config, LimitsConfig, QualityConfig
 from training_data.dataset import Actor, TrainingImage, list_training_images
 from training_data.errors import ActorError
 from training_data.evaluation import (
@@ -264,6 +266,44 @@ def test_unreadable_files_are_reported_with_a_one_line_reason(tmp_path):
         assert image.unusable
 
 
+def test_special_huge_and_broken_link_files_are_unreadable_with_the_reason(tmp_path):
+    """Only regular files are read, and none over limits.max_file_mib: a FIFO would block the
+    run, /dev/zero or a 6 GiB sparse file would fill the memory."""
+    folder = tmp_path / "training_data"
+    files = {f"a_{number}.jpg": None for number in range(1, 7)}
+    files["a_1.jpg"] = jpeg_bytes(photo(1))
+    write_files(folder, files)
+    os.mkfifo(folder / "a_2.jpg")
+    (folder / "a_3.jpg").symlink_to("/dev/zero")
+    (folder / "a_4.jpg").symlink_to("a_4.jpg")
+    (folder / "a_5.jpg").symlink_to(tmp_path / "gone.jpg")
+    with open(folder / "a_6.jpg", "wb") as sparse:
+        sparse.truncate(6 * 1024**3)
+    config = Config(limits=LimitsConfig(max_file_mib=1))
+    images = training_images(folder, files)
+
+    evaluation = within(
+        30,
+        evaluate_actor,
+        images,
+        config,
+        LocalBackend(config.quality),
+        EvaluationCache(tmp_path / "cache"),
+    )
+
+    errors = {image.filename: image.measurements.get("error") for image in evaluation.images}
+    assert errors == {
+        "a_1.jpg": None,
+        "a_2.jpg": "cannot read the file: not a regular file (a FIFO)",
+        "a_3.jpg": "cannot read the file: not a regular file (a character device)",
+        "a_4.jpg": "cannot read the file: a symlink loop",
+        "a_5.jpg": "cannot read the file: a symlink to a missing file",
+        "a_6.jpg": "cannot read the file: 6,442,450,944 bytes is over the 1,048,576-byte limit "
+        "(limits.max_file_mib)",
+    }
+    assert [image.issues for image in evaluation.images[1:]] == [["unreadable"]] * 5
+
+
 def test_unreadable_image_keeps_the_hash_of_its_bytes(tmp_path):
     good = jpeg_bytes(photo(1))
     truncated = good[:4000]
@@ -320,6 +360,9 @@ print(json.dumps({{"images": [image.to_dict() for image in result.images],
     for bomb in (first, second):
         assert bomb["issues"] == ["unreadable"]
         assert "decompression bomb" in bomb["measurements"]["error"]
+    assert first["measurements"]["error"] == (
+        "decompression bomb refused: 10,000,000,000 pixels is over the 64,000,000-pixel limit"
+    )
     assert "9000x9000" in second["measurements"]["error"]
     assert third["issues"] == []
     # 100k x 100k RGB would be 30 GB, 9000 x 9000 243 MB; Python, Pillow and a photo fit in 150.

@@ -51,6 +51,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -73,6 +74,7 @@ from PIL import (  # the plugins of READABLE_FORMATS: Image.open(formats=...) ne
 from training_data.config import Config, QualityConfig
 from training_data.dataset import TrainingImage
 from training_data.errors import ActorError, FatalRunError
+from training_data.files import DEFAULT_MAX_FILE_BYTES, UnreadableFile, read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -208,13 +210,20 @@ class UnreadableImage(Exception):
         self.sha256 = sha256
 
 
-def load_sample(image: TrainingImage, categories: tuple[str, ...]) -> tuple[str, ImageSample]:
-    """Read the file once: its sha256 and its decoded working image come from the same bytes."""
+def load_sample(
+    image: TrainingImage, categories: tuple[str, ...], max_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> tuple[str, ImageSample]:
+    """Read the file once: its sha256 and its decoded working image come from the same bytes.
+
+    Only a regular file of at most ``max_bytes`` is read (files.read_regular_file).
+    """
     path = Path(image.path)
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, max_bytes)
     except FileNotFoundError:
         raise UnreadableImage("file not found") from None
+    except UnreadableFile as error:
+        raise UnreadableImage(f"cannot read the file: {error}") from None
     except OSError as error:
         raise UnreadableImage(f"cannot read the file: {error.strerror or error}") from None
     digest = hashlib.sha256(data).hexdigest()
@@ -248,7 +257,7 @@ def decode_working_image(data: bytes) -> tuple[Image.Image, int, int]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=READABLE_FORMATS)
     except Image.DecompressionBombError as error:
-        raise UnreadableImage(f"decompression bomb refused: {_one_line(error)}") from None
+        raise UnreadableImage(_over_pixel_limit(_pillow_pixel_count(error))) from None
     except UnidentifiedImageError:
         raise UnreadableImage("not a JPEG, PNG, WebP, GIF or BMP image") from None
     except Exception as error:  # Pillow's plugins raise many types on malformed headers
@@ -256,10 +265,7 @@ def decode_working_image(data: bytes) -> tuple[Image.Image, int, int]:
     with image:
         width, height = image.size
         if width * height > MAX_PIXELS:
-            raise UnreadableImage(
-                f"decompression bomb refused: {width}x{height} pixels is over the "
-                f"{MAX_PIXELS:,}-pixel limit"
-            )
+            raise UnreadableImage(_over_pixel_limit(f"{width}x{height} pixels"))
         # The bytes are in memory: one decoder call instead of one per 64 KiB (2% of a decode),
         # in blocks of at most DECODE_BLOCK_MAX so a huge file is not copied whole once more.
         image.decodermaxblock = min(max(len(data), image.decodermaxblock), DECODE_BLOCK_MAX)
@@ -272,6 +278,16 @@ def decode_working_image(data: bytes) -> tuple[Image.Image, int, int]:
         if orientation >= 5:
             width, height = height, width
     return working, width, height
+
+
+def _over_pixel_limit(size: str) -> str:
+    return f"decompression bomb refused: {size} is over the {MAX_PIXELS:,}-pixel limit"
+
+
+def _pillow_pixel_count(error: Image.DecompressionBombError) -> str:
+    """Pillow refuses huge images itself, before we see their size; its message has the count."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return f"{int(found.group(1)):,} pixels" if found else "the image"
 
 
 def _decode_small(image: Image.Image) -> tuple[Image.Image, int | None]:
@@ -867,7 +883,7 @@ def evaluate_actor(
     loaded: list[tuple[ImageSample, str, str]] = []
     for image in sorted(images, key=lambda image: image.number):
         try:
-            sha256, sample = load_sample(image, categories)
+            sha256, sample = load_sample(image, categories, config.limits.max_file_bytes)
         except UnreadableImage as error:
             results[image.number] = unreadable_evaluation(image, error)
             continue
