@@ -136,13 +136,13 @@ def read_progress(output_dir: Path) -> dict:
     return json.loads((output_dir / "progress.json").read_text())
 
 
-def within(seconds: float, function, *args: Any) -> Any:
+def within(seconds: float, function, *args: Any, **kwargs: Any) -> Any:
     """Call ``function``; fail the test (instead of hanging it) if it blocks for ``seconds``."""
     box: dict[str, Any] = {}
 
     def call() -> None:
         try:
-            box["value"] = function(*args)
+            box["value"] = function(*args, **kwargs)
         except BaseException as error:
             box["error"] = error
 

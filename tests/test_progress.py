@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import within
 
 from training_data.progress import (
     HOLDER_FILE,
@@ -492,6 +493,83 @@ def test_unreadable_progress_is_never_overwritten_and_reset_keeps_it(
     assert not progress.exists()
     assert tracker.start(NAMES, "dry_run", SETTINGS, resume=True, retry_failed=False) == NAMES
     tracker.close()
+
+
+def make_fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def make_loop(path: Path) -> None:
+    path.symlink_to(path.name)
+
+
+def link_to_dev_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def make_nested(path: Path) -> None:
+    path.write_text('{"version": 1, "settings": ' + "[" * 1000 + "]" * 1000 + "}")
+
+
+def make_huge(path: Path) -> None:
+    with open(path, "wb") as sparse:
+        sparse.truncate(6 * 1024**3)
+
+
+HOSTILE = {
+    "nested 1000 deep": (make_nested, "nested more than 64 levels deep"),
+    "a FIFO": (make_fifo, "not a regular file (a FIFO)"),
+    "a symlink loop": (make_loop, "a symlink loop"),
+    "a link to /dev/zero": (link_to_dev_zero, "not a regular file (a character device)"),
+    "6 GiB": (
+        make_huge,
+        "6,442,450,944 bytes is over the 1,048,576-byte limit (limits.max_file_mib)",
+    ),
+}
+
+
+@pytest.mark.parametrize(("make", "reason"), HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_progress_is_one_line_and_reset_moves_it_aside(
+    tmp_path: Path, make, reason: str
+) -> None:
+    progress = tmp_path / PROGRESS_FILE
+    make(progress)
+    tracker = ProgressTracker(tmp_path, max_file_bytes=1024 * 1024)
+
+    with pytest.raises(ProgressError) as caught:
+        within(10, tracker.read)
+
+    assert str(caught.value) == (
+        f"cannot read {progress} ({reason}); fix or move it, or run --reset-progress "
+        "(it keeps the file aside)"
+    )
+    tracker.lock("pytest")
+    with pytest.raises(ProgressError, match="--reset-progress"):
+        within(10, tracker.start, NAMES, "dry_run", SETTINGS, resume=True, retry_failed=False)
+    kept = within(10, tracker.reset)
+    assert kept is not None and os.path.lexists(kept) and not os.path.lexists(progress)
+    assert tracker.start(NAMES, "dry_run", SETTINGS, resume=True, retry_failed=False) == NAMES
+    tracker.close()
+
+
+def test_a_journal_line_nested_a_thousand_levels_deep_is_one_line(tmp_path: Path) -> None:
+    run(tmp_path, NAMES, {NAMES[0]: "completed"})
+    (tmp_path / JOURNAL_FILE).write_text("[" * 1000 + "]" * 1000 + "\n")
+
+    with pytest.raises(ProgressError, match=r"line 1: nested more than 64 levels deep"):
+        ProgressTracker(tmp_path).read()
+    locked(tmp_path).reset()
+    assert ProgressTracker(tmp_path).read() is None
+
+
+def test_a_fifo_holder_file_does_not_block_the_refusal(tmp_path: Path) -> None:
+    first = locked(tmp_path)
+    (tmp_path / HOLDER_FILE).unlink()
+    os.mkfifo(tmp_path / HOLDER_FILE)
+
+    with pytest.raises(LockHeld, match="holder unknown"):
+        within(10, locked, tmp_path)
+    first.unlock()
 
 
 def test_reset_keeps_readable_progress_with_its_journal_folded_in(tmp_path: Path) -> None:

@@ -44,6 +44,13 @@ def read_regular_file(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> by
 
     Anything else that stops the read is ``UnreadableFile`` with the reason.
     """
+    return read_regular_file_and_stat(path, max_bytes)[0]
+
+
+def read_regular_file_and_stat(
+    path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> tuple[bytes, os.stat_result]:
+    """``read_regular_file``, and the file's stat from before the read (to see it replaced)."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -64,7 +71,7 @@ def read_regular_file(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> by
             raise UnreadableFile(_os_reason(error)) from None
     if len(data) > max_bytes:
         raise UnreadableFile(too_large(len(data), max_bytes))
-    return data
+    return data, info
 
 
 def file_kind(mode: int) -> str:

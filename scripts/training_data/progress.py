@@ -13,7 +13,12 @@ Files in the output folder:
   progress.json; replaying an event twice changes nothing, so a crash between the two steps of a
   fold loses nothing.
 - ``progress.lock``: a filelock (flock, released by the OS when a run dies), and
-  ``progress.lock.holder``: who holds it, for the "another run is going" message.
+  ``progress.lock.holder``: who holds it, for the "another run is going" message. ``RunLock``
+  is that pair, also used to hold a dataset while an execute run changes it.
+
+Every file is read as hostile input (files.py): only a regular file, at most
+``limits.max_file_mib``, JSON of bounded depth; anything else is the usual one-line error that
+points at --reset-progress, which moves the file aside whatever it is.
 
 Why the journal. At 100k actors progress.json is 3.3 MB and one atomic rewrite (temp file, fsync,
 ``os.replace``) costs 45-80 ms, far over the 2 ms per actor that bookkeeping may cost; one inline
@@ -51,6 +56,13 @@ from training_data.atomic import (
     sweep_temp_files,
     write_bytes_atomic,
     write_json_atomic,
+)
+from training_data.files import (
+    DEFAULT_MAX_FILE_BYTES,
+    UnreadableFile,
+    parse_json,
+    read_regular_file,
+    read_regular_file_and_stat,
 )
 from training_data.wording import plural
 
@@ -471,7 +483,7 @@ def _replay_journal(state: ProgressState, data: bytes, journal: Path) -> None:
     lines = data.split(b"\n")
     for number, line in enumerate(lines[:-1], start=1):
         try:
-            state.apply_event(json.loads(line))
+            state.apply_event(parse_json(line))
         except (ValueError, ProgressError) as error:
             raise ProgressError(
                 f"cannot read {journal} (line {number}: {_one_line(error)}); "
@@ -536,6 +548,71 @@ def _holder_description(holder: Any) -> str:
     )
 
 
+class RunLock:
+    """A folder held by one run: a filelock (released by the OS when the run dies) and a holder
+    file saying who holds it, so that a second run is refused with the holder named."""
+
+    def __init__(self, lock_path: Path, holder_path: Path, *, in_use: str, folder: str) -> None:
+        """``in_use`` starts the refusal ("another run is using X"); ``folder`` names the folder
+        that must be writable ("the output folder")."""
+        self.lock_path = lock_path
+        self.holder_path = holder_path
+        self._in_use = in_use
+        self._folder = folder
+        self._file_lock: filelock.BaseFileLock | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._file_lock is not None
+
+    def acquire(self, command: str) -> None:
+        """LockHeld naming the holder if another run has it; ProgressError if it cannot be had."""
+        if self._file_lock is not None:
+            raise RuntimeError("lock() called twice")
+        import filelock  # here: it brings asyncio (~80 ms), which --show-progress need not pay
+
+        try:
+            file_lock = filelock.FileLock(self.lock_path, timeout=0, thread_local=False)
+            file_lock.acquire()
+        except filelock.Timeout:
+            holder = _holder_description(_read_json(self.holder_path))
+            raise LockHeld(
+                f"{self._in_use} ({holder}); wait for it to finish or stop it "
+                f"(lock file: {self.lock_path})"
+            ) from None
+        except OSError as error:
+            raise ProgressError(
+                f"cannot lock {self.lock_path}: {error.strerror or error}; "
+                f"check {self._folder} is writable"
+            ) from error
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": now_iso(),
+            "command": command,
+        }
+        try:
+            write_json_atomic(self.holder_path, holder)
+        except OSError as error:
+            file_lock.release()
+            raise ProgressError(
+                f"cannot write in {self.holder_path.parent}: {error.strerror or error}; "
+                f"check {self._folder} is writable"
+            ) from error
+        self._file_lock = file_lock
+
+    def release(self) -> None:
+        if self._file_lock is None:
+            return
+        self.holder_path.unlink(missing_ok=True)
+        self._file_lock.release()
+        self._file_lock = None
+
+    def holder_alive(self) -> bool:
+        """Whether a run (this one or another) may hold the lock now."""
+        return self._file_lock is not None or _holder_alive(_read_json(self.holder_path))
+
+
 def _holder_alive(holder: Any) -> bool:
     """Whether the recorded holder may still be running (a killed run leaves its holder file)."""
     if not isinstance(holder, dict) or type(holder.get("pid")) is not int:
@@ -553,8 +630,8 @@ def _holder_alive(holder: Any) -> bool:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        return parse_json(read_regular_file(path))
+    except (OSError, ValueError, UnreadableFile):
         return None
 
 
@@ -564,14 +641,27 @@ def _read_json(path: Path) -> Any:
 class ProgressTracker:
     """Records each actor's outcome so that a run can stop at any instant and resume."""
 
-    def __init__(self, output_dir: Path, *, fold_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        output_dir: Path,
+        *,
+        fold_interval: float = 1.0,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ) -> None:
+        """``max_file_bytes``: progress.json or its journal over it is refused, unread."""
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / PROGRESS_FILE
         self.journal_path = self.output_dir / JOURNAL_FILE
         self.lock_path = self.output_dir / LOCK_FILE
         self.holder_path = self.output_dir / HOLDER_FILE
         self._fold_interval = fold_interval
-        self._file_lock: filelock.BaseFileLock | None = None
+        self._max_file_bytes = max_file_bytes
+        self._lock = RunLock(
+            self.lock_path,
+            self.holder_path,
+            in_use=f"another run is using {self.output_dir}",
+            folder="the output folder",
+        )
         self._mutex = threading.Lock()
         self._changed = threading.Condition(self._mutex)
         self._fold_mutex = threading.Lock()
@@ -589,51 +679,28 @@ class ProgressTracker:
 
     def lock(self, command: str) -> None:
         """Hold the output folder for this run; LockHeld names who holds it otherwise."""
-        if self._file_lock is not None:
-            raise RuntimeError("lock() called twice")
-        import filelock  # here: it brings asyncio (~80 ms), which --show-progress need not pay
-
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            file_lock = filelock.FileLock(self.lock_path, timeout=0, thread_local=False)
-            file_lock.acquire()
-        except filelock.Timeout:
-            holder = _holder_description(_read_json(self.holder_path))
-            raise LockHeld(
-                f"another run is using {self.output_dir} ({holder}); wait for it to finish or "
-                f"stop it (lock file: {self.lock_path})"
-            ) from None
         except OSError as error:
             raise ProgressError(
                 f"cannot lock {self.lock_path}: {error.strerror or error}; "
                 "check the output folder is writable"
             ) from error
-        holder = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started_at": now_iso(),
-            "command": command,
-        }
+        self._lock.acquire(command)
         try:
             sweep_temp_files(self.output_dir)
-            write_json_atomic(self.holder_path, holder)
         except OSError as error:
-            file_lock.release()
+            self._lock.release()
             raise ProgressError(
                 f"cannot write in {self.output_dir}: {error.strerror or error}; "
                 "check the output folder is writable"
             ) from error
-        self._file_lock = file_lock
 
     def unlock(self) -> None:
-        if self._file_lock is None:
-            return
-        self.holder_path.unlink(missing_ok=True)
-        self._file_lock.release()
-        self._file_lock = None
+        self._lock.release()
 
     def _require_lock(self, action: str) -> None:
-        if self._file_lock is None:
+        if not self._lock.held:
             raise RuntimeError(f"{action} needs lock() first")
 
     # --- reading ---
@@ -646,30 +713,30 @@ class ProgressTracker:
                 break
         else:
             loaded = self._load(consistent_only=False)
-        if loaded is not None and not (
-            self._file_lock is not None or _holder_alive(_read_json(self.holder_path))
-        ):
+        if loaded is not None and not self._lock.holder_alive():
             loaded.current_actor = None
         return loaded
 
     def _load(self, *, consistent_only: bool) -> Any:
         """progress.json plus journal; _CHANGED if a fold replaced progress.json meanwhile."""
         try:
-            with open(self.path, "rb") as progress:
-                before = os.fstat(progress.fileno())
-                data = progress.read()
+            data, before = read_regular_file_and_stat(self.path, self._max_file_bytes)
         except FileNotFoundError:
             return None
+        except UnreadableFile as error:
+            raise self._unreadable(str(error)) from error
         except OSError as error:
             raise self._unreadable(error.strerror or str(error)) from error
         try:
-            state = ProgressState.from_document(json.loads(data))
+            state = ProgressState.from_document(parse_json(data))
         except (ValueError, ProgressError) as error:
             raise self._unreadable(_one_line(error)) from error
         try:
-            journal = self.journal_path.read_bytes()
+            journal = read_regular_file(self.journal_path, self._max_file_bytes)
         except FileNotFoundError:
             journal = b""
+        except UnreadableFile as error:
+            raise self._unreadable(str(error), self.journal_path) from error
         except OSError as error:
             raise self._unreadable(error.strerror or str(error), self.journal_path) from error
         if consistent_only and not _same_file(self.path, before):
@@ -868,7 +935,7 @@ class ProgressTracker:
             raise RuntimeError("reset() during a run")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")  # ISO 8601 basic, in UTC
         backup = None
-        if self.path.exists():
+        if os.path.lexists(self.path):
             backup = _unused(self.output_dir, f"{PROGRESS_FILE}.{stamp}", ".bak")
             try:
                 state = self._load(consistent_only=False)
@@ -880,8 +947,8 @@ class ProgressTracker:
                 write_bytes_atomic(backup, encode_document(state.to_document()))
                 self.path.unlink()
                 self.journal_path.unlink(missing_ok=True)
-        if self.journal_path.exists():
-            if self.journal_path.stat().st_size:
+        if os.path.lexists(self.journal_path):
+            if os.lstat(self.journal_path).st_size:
                 os.replace(
                     self.journal_path, _unused(self.output_dir, f"{JOURNAL_FILE}.{stamp}", ".bak")
                 )
