@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
-from conftest import read_progress, run_cli, start_cli
+import pytest
+from conftest import draw_image, read_progress, run_cli, start_cli
 
 OVER = (("photorealistic", 16), ("bw_stylized", 6), ("color_stylized", 3))
 UNDER_STYLIZED = (("photorealistic", 13), ("bw_stylized", 2), ("color_stylized", 1))
@@ -168,3 +174,91 @@ def test_hostile_manifest_path_fails_only_that_actor(make_dataset, tmp_path):
     assert "escape.jpg" in progress["failed_actors"][0]["error"]
     assert file_hashes(data_dir / "actors" / "0001_actor") == before
     assert not (data_dir / "escape.jpg").exists()
+
+
+# --- two writers over one dataset ---------------------------------------------------------------
+
+
+class GateHandler(BaseHTTPRequestHandler):
+    """Serves an image once the test opens the gate; tells the test a request has arrived."""
+
+    arrived: threading.Event
+    gate: threading.Event
+
+    def do_GET(self) -> None:
+        self.arrived.set()
+        self.gate.wait(60)
+        buffer = io.BytesIO()
+        draw_image("photorealistic", 99).save(buffer, "JPEG")
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(buffer.getvalue())))
+        self.end_headers()
+        self.wfile.write(buffer.getvalue())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def gate_server() -> Iterator[tuple[str, threading.Event, threading.Event]]:
+    arrived, gate = threading.Event(), threading.Event()
+    handler = type("Handler", (GateHandler,), {"arrived": arrived, "gate": gate})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/x.jpg", arrived, gate
+    gate.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_second_writer_over_the_same_dataset_is_refused_naming_the_holder(
+    make_dataset, tmp_path, gate_server
+):
+    """Two execute runs with different --output-dir once left actors at 21-22 images."""
+    url, arrived, gate = gate_server
+    make_dataset(1, OVER, start=1)
+    data_dir = make_dataset(1, UNDER_STYLIZED, urls_for={0: {"0000_actor_99.jpg": url}})
+    first = start_cli(
+        "--all", "--execute", "--data-dir", data_dir, "--output-dir", tmp_path / "one", cwd=tmp_path
+    )
+    try:
+        assert arrived.wait(60), "the first run should be downloading"
+        refused = [
+            run_cli(*action, "--data-dir", data_dir, "--output-dir", tmp_path / out, cwd=tmp_path)
+            for action, out in (
+                (("--all", "--execute"), "two"),
+                (("--actor-id", "0001_actor", "--execute"), "three"),
+                (("--restore", "0001_actor"), "four"),
+            )
+        ]
+    finally:
+        gate.set()
+    output, errors = first.communicate(timeout=120)
+    assert first.returncode == 0, output + errors
+
+    for result in refused:
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.startswith(
+            f"evaluate-and-balance: error: another run is changing the dataset in {data_dir} "
+            f"(pid {first.pid} on "
+        )
+        assert "command: evaluate-and-balance --all --execute" in result.stderr
+        assert str(data_dir / "actors" / ".evaluate_and_balance.lock") in result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "two" / "progress.json").exists()
+    for name in ("0000_actor", "0001_actor"):
+        assert sum(actor_counts(data_dir / "actors" / name).values()) == 20
+    assert (
+        run_cli(
+            "--all",
+            "--execute",
+            "--data-dir",
+            data_dir,
+            "--output-dir",
+            tmp_path / "two",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )  # the holder's lock went with it

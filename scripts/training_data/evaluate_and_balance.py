@@ -29,6 +29,7 @@ from training_data.errors import ActorError, FatalRunError, UsageError
 from training_data.progress import (
     ProgressError,
     ProgressTracker,
+    RunLock,
     format_progress_summary,
     progress_summary,
 )
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_OUTPUT_DIR = Path("debug/training_data_evaluation")
 PROG = "evaluate-and-balance"
+DATASET_LOCK = ".evaluate_and_balance.lock"  # in <data-dir>/actors, with a ".holder" beside it
 ACTIONS = ("all", "actor_id", "show_progress", "reset_progress", "restore", "stats", "report")
 EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 RULE = "=" * 70
@@ -200,23 +202,25 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     action = check_combination(args)
     config = load_config(args.config)
     data_dir, output_dir = resolve_folders(args)
+    max_file_bytes = config.limits.max_file_bytes
     if action == "show_progress":
         check_output_dir(output_dir, create=False)
-        return show_progress(output_dir, as_json=args.json)
+        return show_progress(output_dir, max_file_bytes, as_json=args.json)
     if action == "report":
         return rebuild_report(data_dir, output_dir, argv)
     if action == "reset_progress":
         check_output_dir(output_dir, create=False)
         return reset_progress(output_dir, argv)
     if action == "stats":
-        return show_stats(data_dir, config.target.total)
+        return show_stats(data_dir, config.target.total, max_file_bytes)
     check_output_dir(output_dir, create=False)  # a file in the way: say so before anything else
-    actors = load_actors(data_dir)
+    actors = load_actors(data_dir, max_file_bytes)
     check_output_dir(output_dir, create=True)
     if action == "restore":
-        if args.all:
-            return restore_all(actors, output_dir, args.run, argv)
-        return restore_one(actors, output_dir, args.restore, args.run, argv)
+        with dataset_locked(data_dir, argv):  # never beside an execute, whatever its output
+            if args.all:
+                return restore_all(actors, output_dir, args.run, argv)
+            return restore_one(actors, output_dir, args.restore, args.run, argv)
     from training_data import runner
 
     runner.configure_logging()
@@ -226,7 +230,8 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         actor = select_actor(actors, args.actor_id)
         if not args.execute:
             return runner.run_single(config, actor, output_dir, execute=False)
-        with locked(output_dir, argv):  # an execute never races another over the same data
+        # an execute never races another over the same data, whatever their output folders
+        with dataset_locked(data_dir, argv), locked(output_dir, argv):
             return runner.run_single(config, actor, output_dir, execute=True)
     batch = runner.BatchRun(
         config=config,
@@ -237,14 +242,17 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         retry_failed=args.retry_failed,
         command=shlex.join([PROG, *argv]),
     )
-    return batch.run()
+    if not args.execute:
+        return batch.run()
+    with dataset_locked(data_dir, argv):
+        return batch.run()
 
 
-def load_actors(data_dir: Path) -> list[Actor]:
+def load_actors(data_dir: Path, max_file_bytes: int) -> list[Actor]:
     """The actors, after one line on stderr about folders that look like actors but are not."""
     from training_data.dataset import scan_actors
 
-    scan = scan_actors(data_dir)
+    scan = scan_actors(data_dir, max_file_bytes)
     notice = scan.layout_notice()
     if notice:
         print(notice, file=sys.stderr)
@@ -282,8 +290,30 @@ def locked(output_dir: Path, argv: list[str]) -> Iterator[ProgressTracker]:
         tracker.unlock()
 
 
-def show_progress(output_dir: Path, *, as_json: bool = False) -> int:
-    state = ProgressTracker(output_dir).read()
+@contextmanager
+def dataset_locked(data_dir: Path, argv: list[str]) -> Iterator[None]:
+    """Hold the dataset while this run changes it (--execute, --restore): a second such run is
+    refused with exit 2 naming the holder, even with another --output-dir. No actors/ folder:
+    nothing to hold, and the run says what is wrong with the data folder itself."""
+    actors_dir = data_dir / "actors"
+    if not actors_dir.is_dir():
+        yield
+        return
+    lock = RunLock(
+        actors_dir / DATASET_LOCK,
+        actors_dir / f"{DATASET_LOCK}.holder",
+        in_use=f"another run is changing the dataset in {data_dir}",
+        folder="the data folder",
+    )
+    lock.acquire(shlex.join([PROG, *argv]))
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def show_progress(output_dir: Path, max_file_bytes: int, *, as_json: bool = False) -> int:
+    state = ProgressTracker(output_dir, max_file_bytes=max_file_bytes).read()
     if as_json:
         summary = None if state is None else progress_summary(state)
         print(json.dumps(summary, ensure_ascii=False))
@@ -324,12 +354,12 @@ def reset_progress(output_dir: Path, argv: list[str]) -> int:
     return 0
 
 
-def show_stats(data_dir: Path, target_total: int) -> int:
+def show_stats(data_dir: Path, target_total: int, max_file_bytes: int) -> int:
     from training_data.dataset import count_training_images
     from training_data.report import format_stats
 
     counts: dict[str, int] = {}
-    for actor in load_actors(data_dir):
+    for actor in load_actors(data_dir, max_file_bytes):
         try:
             counts[actor.name] = count_training_images(actor)
         except ActorError as error:

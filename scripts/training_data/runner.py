@@ -241,9 +241,10 @@ class BatchRun:
     command: str
 
     def run(self) -> int:
-        actors = find_actors(self.data_dir)
+        max_file_bytes = self.config.limits.max_file_bytes
+        actors = find_actors(self.data_dir, max_file_bytes)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        tracker = ProgressTracker(self.output_dir)
+        tracker = ProgressTracker(self.output_dir, max_file_bytes=max_file_bytes)
         tracker.lock(self.command)
         try:
             return self._run_locked(actors, tracker)
