@@ -470,6 +470,73 @@ def test_key_appears_in_no_message_log_or_file(
     assert leaks == []
 
 
+def labelled(number: int, **changes: Any) -> dict[str, Any]:
+    return {"images": [entry(number) | changes]}
+
+
+def escaped(text: str) -> str:
+    """JSON that spells every character of ``text`` as an escape: the key hides from the text."""
+    return "".join(f"\\u{ord(character):04x}" for character in text)
+
+
+ECHOED_IN_200 = {
+    "non-JSON content": (Reply(body=completion(f"I see {KEY}")), "answer is not JSON"),
+    "non-JSON body": (Reply(body=f"proxy saw Bearer {KEY}".encode()), "server answer is not JSON"),
+    "category name": (Reply(body=completion(labelled(1, category=KEY))), "unknown category"),
+    "refusal": (
+        Reply(body={"choices": [{"message": {"refusal": f"not with key {KEY}"}}]}),
+        "the model refused",
+    ),
+    "escaped in a category": (
+        Reply(
+            body=completion(
+                '{"images": [{"number": 1, "category": "' + escaped(KEY) + '", '
+                '"quality_score": 5, "issues": [], "note": "x"}]}'
+            )
+        ),
+        "unknown category",
+    ),
+}
+
+
+@pytest.mark.parametrize(("reply", "problem"), ECHOED_IN_200.values(), ids=ECHOED_IN_200.keys())
+def test_a_key_quoted_back_in_a_200_answer_is_redacted_from_warnings_and_errors(
+    server: ChatServer, samples: list[ImageSample], caplog, reply: Reply, problem: str
+):
+    server.then(reply, reply)
+    caplog.set_level(logging.WARNING, "training_data.evaluation_openai")
+
+    with pytest.raises(ActorError) as failure:
+        backend(server, concurrency=1, max_retries=1).judge(samples[:1], CATEGORIES)
+
+    assert problem in str(failure.value) and problem in caplog.text
+    assert KEY not in str(failure.value) and KEY not in caplog.text
+    if problem != "server answer is not JSON":  # that one does not quote the body at all
+        assert "[redacted]" in str(failure.value)
+
+
+@pytest.mark.parametrize("spelled", [KEY, escaped(KEY)], ids=["plain", "escaped"])
+def test_a_key_quoted_back_in_a_note_is_redacted_before_the_verdict_is_kept(
+    server: ChatServer, samples: list[ImageSample], spelled: str
+):
+    answer = json.dumps(labelled(1, note="NOTE")).replace("NOTE", f"the key is {spelled}")
+    server.then(Reply(body=completion(answer)))
+
+    verdicts = backend(server).judge(samples[:1], CATEGORIES)
+
+    assert verdicts[1].note == "the key is [redacted]"
+
+
+def test_an_answer_nested_a_thousand_levels_deep_is_an_invalid_answer(
+    server: ChatServer, samples: list[ImageSample]
+):
+    deep = Reply(body=("[" * 1000 + "]" * 1000).encode())
+    server.then(deep, deep)
+
+    with pytest.raises(ActorError, match="server answer is not JSON after 2 attempts"):
+        backend(server, concurrency=1, max_retries=1).judge(samples[:1], CATEGORIES)
+
+
 def test_usage_counts_tokens_from_the_usage_field(server: ChatServer, samples: list[ImageSample]):
     usage = {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050}
     server.then(lambda body: Reply(body=completion("not json", usage)))

@@ -5,7 +5,10 @@ contact sheet per actor), the answer is forced into a strict JSON schema and the
 requested image labelled exactly once with a known category, an integer score 1-10 and known
 issues. A bad answer or a transient HTTP fault is retried; a rejected key or an exhausted quota
 stops the run (it would fail every actor alike). The API key never leaves the Authorization
-header: no message, log line or settings dict carries it.
+header: no message, log line or settings dict carries it. A server may quote it back anywhere
+(an error body, a 200 answer's text, a category name, a note), so every answer comes in through
+one door, ``OpenAIBackend._read``, that takes the key out of all of it before anything is
+logged, raised, cached or written.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from PIL import Image, ImageOps
 from training_data.config import OpenAIConfig
 from training_data.errors import ActorError, FatalRunError
 from training_data.evaluation import ISSUE_NAMES, ImageSample, Judgement
+from training_data.files import parse_json
 from training_data.report import SheetTile, render_sheet
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,7 @@ JPEG_QUALITY = 85
 RETRY_AFTER_CAP = 60.0
 BACKOFF_CAP = 30.0
 ERROR_EXCERPT = 200
+REDACTED = "[redacted]"
 
 PIPELINE_ISSUES = frozenset({"unreadable", "duplicate"})
 JUDGED_ISSUES = tuple(issue for issue in ISSUE_NAMES if issue not in PIPELINE_ISSUES)
@@ -240,15 +245,23 @@ class OpenAIBackend:
             raise TransientFault(
                 f"cannot reach {self._config.base_url} ({type(error).__name__})"
             ) from None
+        text, body = self._read(response)
         if response.status_code == 200:
-            return self._content(response)
-        raise self._status_error(response)
+            return self._content(body)
+        raise self._status_error(response, text, body)
 
-    def _content(self, response: requests.Response) -> str:
+    def _read(self, response: requests.Response) -> tuple[str, Any]:
+        """The one door for what the server says: its text and its JSON (None if it is not),
+        the key taken out of both; JSON nested too deep counts as not JSON."""
+        text = self._redact(response.text)
         try:
-            body = response.json()
+            return text, self._redact(parse_json(text))
         except ValueError:
-            raise InvalidAnswer("server answer is not JSON") from None
+            return text, None
+
+    def _content(self, body: Any) -> str:
+        if body is None:
+            raise InvalidAnswer("server answer is not JSON")
         if not isinstance(body, dict):
             raise InvalidAnswer("server answer is not a chat completion")
         self._count_tokens(body.get("usage"))
@@ -268,16 +281,17 @@ class OpenAIBackend:
             for name, amount in amounts.items():
                 self._usage[name] += amount
 
-    def _status_error(self, response: requests.Response) -> Exception:
-        """Map a non-200 answer to a fatal, retryable or per-actor error, key redacted."""
+    def _status_error(self, response: requests.Response, text: str, body: Any) -> Exception:
+        """Map a non-200 answer (text and JSON already redacted) to a fatal, retryable or
+        per-actor error."""
         status = response.status_code
-        error = error_object(response)
+        error = error_object(body)
         if status in (401, 403):
             return FatalRunError(
                 f"openai evaluator: {self._config.base_url} rejected the API key (HTTP {status}); "
                 "check OPENAI_API_KEY"
             )
-        reason = self._redact(error_message(error, response.text))
+        reason = error_message(error, text)
         if status == 429 and "insufficient_quota" in (error.get("code"), error.get("type")):
             return FatalRunError(
                 "openai evaluator: the API quota is exhausted (HTTP 429 insufficient_quota); "
@@ -292,9 +306,31 @@ class OpenAIBackend:
             )
         return ActorError(f"openai evaluator: HTTP {status}: {reason}")
 
-    def _redact(self, text: str) -> str:
-        """Servers may quote the request or the key back in an error body."""
-        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+    def _redact(self, value: Any) -> Any:
+        """``value`` without the key, in every string at any depth (keys of objects too). A
+        string that is itself JSON (the answer's content) is cleaned inside as well, where an
+        escape such as ``\\u0073k-`` hides the key from the text but not from its reader."""
+        if not self._api_key:
+            return value
+        if isinstance(value, str):
+            cleaned = value.replace(self._api_key, REDACTED)
+            if "\\" in cleaned:
+                cleaned = self._redact_escaped(cleaned)
+            return cleaned
+        if isinstance(value, dict):
+            return {self._redact(key): self._redact(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._redact(item) for item in value]
+        return value
+
+    def _redact_escaped(self, text: str) -> str:
+        try:
+            document = parse_json(strip_code_fence(text))
+        except ValueError:
+            return text
+        if self._api_key not in json.dumps(document, ensure_ascii=False):
+            return text
+        return json.dumps(self._redact(document), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -518,12 +554,8 @@ def one_line(text: str, limit: int = ERROR_EXCERPT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def error_object(response: requests.Response) -> dict[str, Any]:
+def error_object(body: Any) -> dict[str, Any]:
     """The ``error`` object of an OpenAI-style error body ({} when there is none)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         return error
