@@ -8,10 +8,13 @@ import os
 import random
 import shutil
 import signal
+import stat
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from conftest import within
 from execute_helpers import (
     BW,
     COLOR,
@@ -474,14 +477,17 @@ def test_recovery_finishes_a_move_that_left_two_identical_copies(tmp_path: Path)
 
 
 def test_removal_across_filesystems(tmp_path: Path):
-    """training_data on another filesystem (a symlink to tmpfs): moves copy, sync, then unlink."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
-        pytest.skip("needs /dev/shm on a filesystem of its own")
+    """removed_training_data on another filesystem (a tmpfs mounted there): moves copy, sync,
+    then unlink. A folder of the actor's own: a symlink out of the actor's folder is refused."""
     actor = make_actor(tmp_path, {PHOTO: 16, BW: 4, COLOR: 3})
-    elsewhere = Path(shutil.move(actor.training_dir, shm / f"execute-test-{os.getpid()}"))
+    actor.removed_dir.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "tmpfs", str(actor.removed_dir)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("needs the right to mount a tmpfs")
     try:
-        actor.training_dir.symlink_to(elsewhere)
+        assert actor.removed_dir.stat().st_dev != actor.training_dir.stat().st_dev
         before = originals(actor)
         result = apply(actor)
         assert len(result.removed) == 3
@@ -490,7 +496,30 @@ def test_removal_across_filesystems(tmp_path: Path):
         restore_removed(actor)
         assert originals(actor) == before
     finally:
-        shutil.rmtree(elsewhere)
+        subprocess.run(["umount", str(actor.removed_dir)], check=True)
+
+
+@pytest.mark.parametrize("linked", ["training_data", "removed_training_data"])
+def test_a_folder_linked_outside_the_actor_fails_it_with_nothing_moved(tmp_path: Path, linked: str):
+    actor = make_actor(tmp_path / "data", {PHOTO: 16, BW: 4, COLOR: 3})
+    outside = tmp_path / "outside"
+    if linked == "training_data":
+        shutil.move(actor.training_dir, outside)
+    else:
+        outside.mkdir()
+    (actor.folder / linked).symlink_to(outside)
+    before = file_hashes(tmp_path)
+
+    with pytest.raises(ActorError) as caught:
+        apply(actor)
+    with pytest.raises(ActorError):
+        restore_removed(actor)
+
+    assert str(caught.value) == (
+        f"{linked} of {actor.name} is a symlink to {outside}, outside the actor's folder: "
+        "no file is moved out of or into it; make it a real folder"
+    )
+    assert file_hashes(tmp_path) == before
 
 
 def test_interrupted_generation_keeps_its_manifest_entry(tmp_path: Path):
@@ -570,3 +599,91 @@ def test_sigkill_at_random_instants_then_a_final_run_converges(tmp_path: Path):
 )
 def test_actor_descriptor(name: str, descriptor: str):
     assert actor_descriptor(Actor(name, Path("/nowhere") / name)) == descriptor
+
+
+# --- hostile files in an actor's folders ---------------------------------------------------------
+
+
+def folder_of_length(base: Path, length: int) -> Path:
+    """A folder whose absolute path is exactly ``length`` characters (components of 200)."""
+    folder = base
+    while len(str(folder)) < length - 202:
+        folder = folder / ("d" * 200)
+    folder = folder / ("e" * (length - len(str(folder)) - 1))
+    folder.mkdir(parents=True)
+    return folder
+
+
+def test_a_removal_whose_destination_is_too_long_is_rolled_back(tmp_path: Path):
+    """The image's path fits the OS limit in training_data but not in its removal folder: the
+    removal must not stay half done, failing the actor on every run and blocking --restore."""
+    root = folder_of_length(tmp_path, 3856)
+    actor = make_actor(root, {PHOTO: 3}, name="a")
+    long_name = "l" * 200 + ".jpg"
+    shutil.copy(actor.training_dir / "a_1.jpg", actor.training_dir / long_name)
+    plan = Plan(
+        counts={},
+        percentages={},
+        targets={},
+        is_balanced=False,
+        removals=(Removal(1, "a_2.jpg", PHOTO, 1, "test"), Removal(4, long_name, PHOTO, 1, "t")),
+        generations={},
+    )
+    before = file_hashes(actor.folder)
+
+    with pytest.raises(ActorError) as caught:
+        apply(actor, plan=plan)
+
+    message = str(caught.value)
+    assert message.startswith(f"cannot move {long_name} to ")
+    assert message.endswith(
+        "File name too long; the removal was rolled back, nothing was set aside"
+    )
+    assert file_hashes(actor.folder) == before
+    assert recover(actor) == []
+    assert restore_removed(actor).messages == [
+        "nothing to restore: no execute run has removed images of a"
+    ]
+
+
+def test_unreadable_special_files_are_set_aside_and_restored_as_they_are(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 3}, name="a")
+    (actor.training_dir / "a_7.jpg").symlink_to("a_7.jpg")
+    (actor.training_dir / "a_8.jpg").symlink_to(tmp_path / "gone.jpg")
+    os.mkfifo(actor.training_dir / "a_9.jpg")
+    removals = tuple(Removal(n, f"a_{n}.jpg", None, 1, "unreadable") for n in (7, 8, 9))
+    plan = Plan({}, {}, {}, False, removals, {})
+
+    result = within(30, apply, actor, plan=plan)
+
+    assert [removal["filename"] for removal in result.removed] == ["a_7.jpg", "a_8.jpg", "a_9.jpg"]
+    folder = actor.removed_dir / RUN
+    assert (folder / "a_7.jpg").is_symlink() and (folder / "a_8.jpg").is_symlink()
+    assert stat.S_ISFIFO(os.lstat(folder / "a_9.jpg").st_mode)
+    within(30, restore_removed, actor)
+    assert stat.S_ISFIFO(os.lstat(actor.training_dir / "a_9.jpg").st_mode)
+    assert os.readlink(actor.training_dir / "a_7.jpg") == "a_7.jpg"
+
+
+def test_a_fifo_named_like_a_generated_image_does_not_block_recovery(tmp_path: Path):
+    actor = make_actor(tmp_path, {PHOTO: 3}, name="a")
+    os.mkfifo(actor.training_dir / "a_4.jpg")
+
+    assert within(30, recover, actor) == []
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "nested"])
+def test_a_hostile_removal_journal_fails_the_actor_with_one_line(tmp_path: Path, kind: str):
+    actor = make_actor(tmp_path, {PHOTO: 3}, name="a")
+    journal = actor.removed_dir / RUN / "removal.json"
+    journal.parent.mkdir(parents=True)
+    if kind == "FIFO":
+        os.mkfifo(journal)
+    else:
+        journal.write_text("[" * 1000 + "]" * 1000)
+
+    with pytest.raises(ActorError) as caught:
+        within(30, recover, actor)
+
+    reason = "not a regular file (a FIFO)" if kind == "FIFO" else "nested more than 64 levels deep"
+    assert str(caught.value) == f"removal journal {journal} is unreadable ({reason}); move it aside"

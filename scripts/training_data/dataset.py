@@ -436,7 +436,7 @@ def sidecars_of(image_path: Path) -> list[Path]:
     image_path = Path(image_path)
     try:
         with os.scandir(image_path.parent) as entries:
-            names = sorted(entry.name for entry in entries if not entry.is_dir())
+            names = sorted(entry.name for entry in entries if not _is_folder(entry))
     except FileNotFoundError:
         return []
     stem = image_path.stem

@@ -28,6 +28,13 @@ actor back to a state where these invariants hold:
    number any file, manifest entry or removal folder of the actor has used.
 7. Every manifest and journal rewrite is atomic (temp file, fsync, rename); temp files a killed run
    left behind are swept by recovery.
+8. A removal whose files cannot all move (a destination path over the OS limit, a file the OS
+   will not let go) is rolled back: what moved goes back, the journal goes, the actor fails with
+   the cause. An unsettled journal that can never finish would fail the actor on every run and
+   block ``--restore``.
+9. Files move only within the actor's folder: ``training_data/`` or ``removed_training_data/``
+   that is a symlink leading elsewhere fails the actor, nothing moved (the tool would otherwise
+   take files out of, or put them into, a folder outside the dataset).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +73,7 @@ from training_data.dataset import (
     write_manifest,
 )
 from training_data.errors import ActorError, FatalRunError, is_disk_full
+from training_data.files import UnreadableFile, parse_json, read_regular_file
 from training_data.generation import GenerationRequest, Generator
 from training_data.plan import Plan
 
@@ -125,6 +134,7 @@ def apply_plan(
     """
     _check_run_name(run_timestamp)
     with _disk_errors(actor):
+        _check_folders_inside(actor)
         result = ExecutionResult()
         manifest = read_manifest(actor)
         _check_manifest_names(manifest)
@@ -233,6 +243,7 @@ def recover(actor: Actor) -> list[str]:
 
 
 def _recover(actor: Actor) -> list[str]:
+    _check_folders_inside(actor)
     messages: list[str] = []
     if actor.training_dir.is_dir():
         sweep_temp_files(actor.training_dir)
@@ -297,12 +308,13 @@ def _planned_removals(
         if planned.filename not in loaded:
             raise ActorError(f"the plan names {planned.filename}, not an image of {actor.name}")
         path = actor.training_dir / planned.filename
-        if not path.is_file() and planned.filename not in entries:
+        present = os.path.lexists(path)  # an unreadable symlink or FIFO is set aside as it is
+        if not present and planned.filename not in entries:
             if planned.filename in already:
                 result.messages.append(f"{planned.filename} was already removed")
                 continue
             raise ActorError(f"cannot remove {planned.filename}: it is not in training_data")
-        files = [path.name, *(p.name for p in sidecars_of(path))] if path.is_file() else []
+        files = [path.name, *(p.name for p in sidecars_of(path))] if present else []
         removals.append(
             {
                 "number": planned.number,
@@ -340,12 +352,7 @@ def _remove(
 
 def _finish_removal(actor: Actor, folder: Path, journal: dict[str, Any]) -> list[str]:
     """Move every listed file into the folder, then the manifest entries; safe to repeat."""
-    messages: list[str] = []
-    for removal in journal["removals"]:
-        for name in removal["files"]:
-            messages += _settle_move(actor.training_dir / name, folder / name)
-    fsync_folder(actor.training_dir)
-    fsync_folder(folder)
+    messages = _move_into_removal_folder(actor, folder, journal)
     manifest = read_manifest(actor)
     updated = _manifest_after_removal(actor, folder, journal, manifest)
     if updated != manifest:
@@ -353,6 +360,35 @@ def _finish_removal(actor: Actor, folder: Path, journal: dict[str, Any]) -> list
     journal["state"] = "removed"
     _write_journal(folder, journal)
     return messages
+
+
+def _move_into_removal_folder(
+    actor: Actor, folder: Path, journal: dict[str, Any]
+) -> list[str]:
+    """Every listed file into the folder; if one cannot go, all go back (rule 8)."""
+    messages: list[str] = []
+    try:
+        for removal in journal["removals"]:
+            for name in removal["files"]:
+                messages += _settle_move(actor.training_dir / name, folder / name)
+    except ActorError as error:
+        _roll_back_removal(actor, folder, journal)
+        raise ActorError(f"{error}; the removal was rolled back, nothing was set aside") from None
+    fsync_folder(actor.training_dir)
+    fsync_folder(folder)
+    return messages
+
+
+def _roll_back_removal(actor: Actor, folder: Path, journal: dict[str, Any]) -> None:
+    """Before the manifest changed: put back what moved, then forget the removal."""
+    for removal in journal["removals"]:
+        for name in removal["files"]:
+            if os.path.lexists(folder / name):
+                _settle_move(folder / name, actor.training_dir / name)
+    fsync_folder(actor.training_dir)
+    (folder / JOURNAL_NAME).unlink(missing_ok=True)
+    fsync_folder(folder)
+    _drop_if_empty(folder)
 
 
 def _manifest_after_removal(
@@ -629,7 +665,7 @@ def _adopt_generated_images(actor: Actor) -> list[str]:
     for name in _folder_names(actor.training_dir):
         if name in listed or not pattern.fullmatch(name):
             continue
-        entry = _provenance(actor.training_dir / name)
+        entry = _provenance(actor.training_dir / name, actor.max_file_bytes)
         if entry and entry.get("actor") == actor.name and entry.get("filename") == name:
             adopted[name] = entry["entry"]
     if not adopted:
@@ -640,14 +676,14 @@ def _adopt_generated_images(actor: Actor) -> list[str]:
     return [f"recorded the manifest entry of generated image {name}" for name in sorted(adopted)]
 
 
-def _provenance(path: Path) -> dict[str, Any] | None:
+def _provenance(path: Path, max_bytes: int) -> dict[str, Any] | None:
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(read_regular_file(path, max_bytes))) as image:
             comment = image.info.get("comment")
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except (OSError, ValueError, UnreadableFile, Image.DecompressionBombError):
         return None
     try:
-        record = json.loads(comment)[PROVENANCE_KEY]
+        record = parse_json(comment)[PROVENANCE_KEY]
     except (TypeError, ValueError, KeyError):
         return None
     if isinstance(record, dict) and isinstance(record.get("entry"), dict):
@@ -693,9 +729,12 @@ def _move(source: Path, destination: Path) -> None:
 
 
 def _same_content(one: Path, two: Path) -> bool:
+    """Two regular files with the same bytes (a FIFO is never read: it would block)."""
     try:
         if os.path.samefile(one, two):
             return True
+        if not all(stat.S_ISREG(os.lstat(path).st_mode) for path in (one, two)):
+            return False
         return _sha256(one) == _sha256(two)
     except OSError:
         return False
@@ -790,10 +829,10 @@ def _read_journal(folder: Path) -> dict[str, Any] | None:
     """The folder's journal, checked so that no name in it can reach outside its folders."""
     path = folder / JOURNAL_NAME
     try:
-        journal = json.loads(path.read_text(encoding="utf-8"))
+        journal = parse_json(read_regular_file(path).decode("utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, UnreadableFile) as error:
         raise ActorError(f"removal journal {path} is unreadable ({error}); move it aside") from None
     problem = _journal_problem(journal)
     if problem:
@@ -824,6 +863,18 @@ def _journal_problem(journal: Any) -> str | None:
 
 
 # --- checks -------------------------------------------------------------------------------------
+
+
+def _check_folders_inside(actor: Actor) -> None:
+    """Rule 9: both folders files move between resolve inside the actor's own folder."""
+    home = actor.folder.resolve()
+    for folder in (actor.training_dir, actor.removed_dir):
+        resolved = folder.resolve()
+        if not resolved.is_relative_to(home):
+            raise ActorError(
+                f"{folder.name} of {actor.name} is a symlink to {resolved}, outside the actor's "
+                "folder: no file is moved out of or into it; make it a real folder"
+            )
 
 
 def _check_run_name(run: str) -> None:
