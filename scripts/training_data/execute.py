@@ -362,9 +362,7 @@ def _finish_removal(actor: Actor, folder: Path, journal: dict[str, Any]) -> list
     return messages
 
 
-def _move_into_removal_folder(
-    actor: Actor, folder: Path, journal: dict[str, Any]
-) -> list[str]:
+def _move_into_removal_folder(actor: Actor, folder: Path, journal: dict[str, Any]) -> list[str]:
     """Every listed file into the folder; if one cannot go, all go back (rule 8)."""
     messages: list[str] = []
     try:
