@@ -22,6 +22,8 @@ def test_no_config_gives_the_products_defaults():
     assert config.target.mix == DEFAULT_MIX
     assert config.evaluator.backend == "local" and config.generator.backend == "local"
     assert config.download.max_bytes == 52_428_800
+    assert config.download.deadline == 60.0
+    assert config.limits.max_file_mib == 64 and config.limits.max_file_bytes == 64 * 1024**2
 
 
 def test_a_full_file_is_read(tmp_path):
@@ -84,6 +86,9 @@ retries = 0
         ({"prompts": {"bw_stylized": "one string"}}, "prompts.bw_stylized"),
         ({"prompts": {"bw_stylized": ["{name}"]}}, "prompts.bw_stylized"),
         ({"download": {"max_bytes": 1.5}}, "download.max_bytes"),
+        ({"download": {"deadline": 0}}, "download.deadline"),
+        ({"limits": {"max_file_mib": 0}}, "limits.max_file_mib"),
+        ({"limits": {"max_file_mib": 1.5}}, "limits.max_file_mib"),
         ({"quality": {"min_side": -3}}, "quality.min_side"),
         ({"plan": {"when_short": "drop"}}, "plan.when_short"),
         ({"plan": {"min_total": 0}}, "plan.min_total"),
