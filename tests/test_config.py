@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
 import pytest
+from conftest import within
 
 from training_data.config import (
     DEFAULT_MIX,
@@ -178,3 +183,18 @@ def test_escalation_band_and_backend_are_checked():
             parse_config({"evaluator": bad})
     with pytest.raises(ConfigError, match=r"'evaluator\.escalate' applies to the local backend"):
         parse_config({"evaluator": {"backend": "openai", "escalate": "openai"}})
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (os.mkfifo, "not a regular file (a FIFO)"),
+        (lambda path: Path(path).write_text("x = " + "[" * 1000 + "]" * 1000), "nested too deeply"),
+    ],
+)
+def test_a_hostile_config_file_is_one_line(tmp_path, make, reason):
+    path = tmp_path / "config.toml"
+    make(path)
+
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        within(10, load_config, path)

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from training_data.files import UnreadableFile, read_regular_file
+
 DEFAULT_MIX: dict[str, float] = {
     "photorealistic": 0.65,
     "bw_stylized": 0.20,
@@ -184,13 +186,15 @@ def load_config(path: Path | None) -> Config:
     if path is None:
         return Config()
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_regular_file(Path(path)).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except (OSError, UnicodeDecodeError, UnreadableFile) as error:
         raise ConfigError(f"cannot read config {path}: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config {path} is not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"config {path} is not valid TOML: nested too deeply") from None
     return parse_config(raw)
 
 
