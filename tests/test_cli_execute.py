@@ -231,6 +231,8 @@ def test_a_second_writer_over_the_same_dataset_is_refused_naming_the_holder(
                 (("--all", "--execute"), "two"),
                 (("--actor-id", "0001_actor", "--execute"), "three"),
                 (("--restore", "0001_actor"), "four"),
+                (("--all",), "five"),
+                (("--actor-id", "0001_actor"), "six"),
             )
         ]
     finally:
@@ -241,7 +243,7 @@ def test_a_second_writer_over_the_same_dataset_is_refused_naming_the_holder(
     for result in refused:
         assert result.returncode == 2, result.stdout + result.stderr
         assert result.stderr.startswith(
-            f"evaluate-and-balance: error: another run is changing the dataset in {data_dir} "
+            f"evaluate-and-balance: error: another run is using the dataset in {data_dir} "
             f"(pid {first.pid} on "
         )
         assert "command: evaluate-and-balance --all --execute" in result.stderr
@@ -262,3 +264,45 @@ def test_a_second_writer_over_the_same_dataset_is_refused_naming_the_holder(
         ).returncode
         == 0
     )  # the holder's lock went with it
+
+
+def test_dry_runs_go_side_by_side_but_not_beside_an_execute(make_dataset, tmp_path, gate_server):
+    url, arrived, gate = gate_server
+    make_dataset(1, OVER, start=1)
+    data_dir = make_dataset(1, UNDER_STYLIZED, urls_for={0: {"0000_actor_99.jpg": url}})
+    first = start_cli(
+        "--all", "--data-dir", data_dir, "--output-dir", tmp_path / "one", cwd=tmp_path
+    )
+    try:
+        assert arrived.wait(60), "the dry-run should be downloading"
+        beside = run_cli(
+            "--actor-id",
+            "0001",
+            "--data-dir",
+            data_dir,
+            "--output-dir",
+            tmp_path / "two",
+            cwd=tmp_path,
+        )
+        execute = run_cli(
+            "--all",
+            "--execute",
+            "--data-dir",
+            data_dir,
+            "--output-dir",
+            tmp_path / "three",
+            cwd=tmp_path,
+        )
+    finally:
+        gate.set()
+    output, errors = first.communicate(timeout=120)
+
+    assert first.returncode == 0, output + errors
+    assert beside.returncode == 0, beside.stdout + beside.stderr
+    assert execute.returncode == 2
+    assert execute.stderr.startswith(
+        f"evaluate-and-balance: error: another run is using the dataset in {data_dir} "
+        f"(pid {first.pid} on "
+    )
+    assert "command: evaluate-and-balance --all --data-dir" in execute.stderr
+    assert not (tmp_path / "three" / "progress.json").exists()

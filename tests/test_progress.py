@@ -27,6 +27,7 @@ from training_data.progress import (
     ProgressError,
     ProgressState,
     ProgressTracker,
+    RunLock,
     TrackerClosed,
     format_progress_summary,
     format_resuming_block,
@@ -634,6 +635,31 @@ def test_second_tracker_in_the_same_process_is_refused(tmp_path: Path) -> None:
         locked(tmp_path)
     first.unlock()
     locked(tmp_path).unlock()
+
+
+def run_lock(folder: Path, *, shared: bool) -> RunLock:
+    lock_path = folder / "data.lock"
+    holder_path = folder / "data.lock.holder"
+    return RunLock(lock_path, holder_path, in_use="busy", folder="it", shared=shared)
+
+
+def test_shared_holders_go_together_and_keep_an_exclusive_one_out(tmp_path: Path) -> None:
+    stale = tmp_path / "data.lock.holder.999999999"
+    stale.write_text(json.dumps({"pid": 999_999_999, "host": socket.gethostname()}))
+    first, second = run_lock(tmp_path, shared=True), run_lock(tmp_path, shared=True)
+    first.acquire("dry-run one")
+    assert not stale.exists()  # a killed shared holder's file is swept
+    second.acquire("dry-run two")  # another process would get its own holder file
+
+    with pytest.raises(LockHeld, match=r"^busy \(pid \d+ on .*command: dry-run"):
+        run_lock(tmp_path, shared=False).acquire("execute")
+    first.release()
+    second.release()
+    exclusive = run_lock(tmp_path, shared=False)
+    exclusive.acquire("execute")
+    with pytest.raises(LockHeld, match="command: execute"):
+        run_lock(tmp_path, shared=True).acquire("dry-run three")
+    exclusive.release()
 
 
 def test_lock_sweeps_temp_files_a_killed_run_left(tmp_path: Path) -> None:

@@ -229,7 +229,8 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
 
         actor = select_actor(actors, args.actor_id)
         if not args.execute:
-            return runner.run_single(config, actor, output_dir, execute=False)
+            with dataset_locked(data_dir, argv, shared=True):
+                return runner.run_single(config, actor, output_dir, execute=False)
         # an execute never races another over the same data, whatever their output folders
         with dataset_locked(data_dir, argv), locked(output_dir, argv):
             return runner.run_single(config, actor, output_dir, execute=True)
@@ -242,9 +243,7 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         retry_failed=args.retry_failed,
         command=shlex.join([PROG, *argv]),
     )
-    if not args.execute:
-        return batch.run()
-    with dataset_locked(data_dir, argv):
+    with dataset_locked(data_dir, argv, shared=not args.execute):
         return batch.run()
 
 
@@ -291,10 +290,11 @@ def locked(output_dir: Path, argv: list[str]) -> Iterator[ProgressTracker]:
 
 
 @contextmanager
-def dataset_locked(data_dir: Path, argv: list[str]) -> Iterator[None]:
-    """Hold the dataset while this run changes it (--execute, --restore): a second such run is
-    refused with exit 2 naming the holder, even with another --output-dir. No actors/ folder:
-    nothing to hold, and the run says what is wrong with the data folder itself."""
+def dataset_locked(data_dir: Path, argv: list[str], *, shared: bool = False) -> Iterator[None]:
+    """Hold the dataset: --execute and --restore alone; dry-runs (``shared``) side by side, but
+    never beside one of those, for they too write to it (downloads, finishing an interrupted
+    execute). A run that may not go is refused with exit 2 naming the holder, even with another
+    --output-dir. No actors/ folder: nothing to hold, and the run says what is wrong with it."""
     actors_dir = data_dir / "actors"
     if not actors_dir.is_dir():
         yield
@@ -302,8 +302,9 @@ def dataset_locked(data_dir: Path, argv: list[str]) -> Iterator[None]:
     lock = RunLock(
         actors_dir / DATASET_LOCK,
         actors_dir / f"{DATASET_LOCK}.holder",
-        in_use=f"another run is changing the dataset in {data_dir}",
+        in_use=f"another run is using the dataset in {data_dir}",
         folder="the data folder",
+        shared=shared,
     )
     lock.acquire(shlex.join([PROG, *argv]))
     try:

@@ -40,16 +40,19 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
+import fcntl
+import glob
 import json
 import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from training_data.atomic import (
     fsync_folder,
@@ -78,9 +81,6 @@ _MODE_NAMES = {"dry_run": "a dry-run", "execute": "an execute run"}
 _SETTINGS_ORDER = ("targets", "categories", "evaluator", "generator")
 _START_OVER = "run --reset-progress or add --no-resume to start over"
 _sync = getattr(os, "fdatasync", os.fsync)
-
-if TYPE_CHECKING:
-    import filelock
 
 
 class ProgressError(Exception):
@@ -549,35 +549,47 @@ def _holder_description(holder: Any) -> str:
 
 
 class RunLock:
-    """A folder held by one run: a filelock (released by the OS when the run dies) and a holder
-    file saying who holds it, so that a second run is refused with the holder named."""
+    """A folder held by a run: a flock (released by the OS when the run dies) and a holder file
+    saying who holds it, so that a run that may not go too is refused with the holder named.
 
-    def __init__(self, lock_path: Path, holder_path: Path, *, in_use: str, folder: str) -> None:
+    Exclusive by default. ``shared`` holders (runs that may go side by side, but not beside an
+    exclusive one) each write their own holder file, ``<holder>.<pid>``.
+    """
+
+    def __init__(
+        self,
+        lock_path: Path,
+        holder_path: Path,
+        *,
+        in_use: str,
+        folder: str,
+        shared: bool = False,
+    ) -> None:
         """``in_use`` starts the refusal ("another run is using X"); ``folder`` names the folder
         that must be writable ("the output folder")."""
         self.lock_path = lock_path
         self.holder_path = holder_path
         self._in_use = in_use
         self._folder = folder
-        self._file_lock: filelock.BaseFileLock | None = None
+        self._shared = shared
+        self._own_holder = (
+            holder_path.with_name(f"{holder_path.name}.{os.getpid()}") if shared else holder_path
+        )
+        self._release: Callable[[], None] | None = None
 
     @property
     def held(self) -> bool:
-        return self._file_lock is not None
+        return self._release is not None
 
     def acquire(self, command: str) -> None:
         """LockHeld naming the holder if another run has it; ProgressError if it cannot be had."""
-        if self._file_lock is not None:
+        if self._release is not None:
             raise RuntimeError("lock() called twice")
-        import filelock  # here: it brings asyncio (~80 ms), which --show-progress need not pay
-
         try:
-            file_lock = filelock.FileLock(self.lock_path, timeout=0, thread_local=False)
-            file_lock.acquire()
-        except filelock.Timeout:
-            holder = _holder_description(_read_json(self.holder_path))
+            release = self._lock_shared() if self._shared else self._lock_exclusive()
+        except BlockingIOError:  # held by another run
             raise LockHeld(
-                f"{self._in_use} ({holder}); wait for it to finish or stop it "
+                f"{self._in_use} ({self._holder()}); wait for it to finish or stop it "
                 f"(lock file: {self.lock_path})"
             ) from None
         except OSError as error:
@@ -592,25 +604,63 @@ class RunLock:
             "command": command,
         }
         try:
-            write_json_atomic(self.holder_path, holder)
+            self._sweep_dead_holders()
+            write_json_atomic(self._own_holder, holder)
         except OSError as error:
-            file_lock.release()
+            release()
             raise ProgressError(
                 f"cannot write in {self.holder_path.parent}: {error.strerror or error}; "
                 f"check {self._folder} is writable"
             ) from error
-        self._file_lock = file_lock
+        self._release = release
 
     def release(self) -> None:
-        if self._file_lock is None:
+        if self._release is None:
             return
-        self.holder_path.unlink(missing_ok=True)
-        self._file_lock.release()
-        self._file_lock = None
+        self._own_holder.unlink(missing_ok=True)
+        self._release()
+        self._release = None
 
     def holder_alive(self) -> bool:
         """Whether a run (this one or another) may hold the lock now."""
-        return self._file_lock is not None or _holder_alive(_read_json(self.holder_path))
+        return self._release is not None or _holder_alive(_read_json(self.holder_path))
+
+    def _lock_exclusive(self) -> Callable[[], None]:
+        import filelock  # here: it brings asyncio (~80 ms), which --show-progress need not pay
+
+        file_lock = filelock.FileLock(self.lock_path, timeout=0, thread_local=False)
+        try:
+            file_lock.acquire()
+        except filelock.Timeout:
+            raise BlockingIOError(errno.EWOULDBLOCK, "held") from None
+        return file_lock.release
+
+    def _lock_shared(self) -> Callable[[], None]:
+        flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+        descriptor = os.open(self.lock_path, flags, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        return lambda: os.close(descriptor)  # closing the descriptor lets go of the flock
+
+    def _shared_holders(self) -> list[Path]:
+        return sorted(self.holder_path.parent.glob(f"{glob.escape(self.holder_path.name)}.*"))
+
+    def _holder(self) -> str:
+        """The exclusive holder, else a live shared one."""
+        for path in [self.holder_path, *self._shared_holders()]:
+            holder = _read_json(path)
+            if _holder_alive(holder):
+                return _holder_description(holder)
+        return _holder_description(None)
+
+    def _sweep_dead_holders(self) -> None:
+        """Shared holder files that killed runs left behind."""
+        for path in self._shared_holders():
+            if not _holder_alive(_read_json(path)):
+                path.unlink(missing_ok=True)
 
 
 def _holder_alive(holder: Any) -> bool:
