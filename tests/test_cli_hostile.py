@@ -137,6 +137,13 @@ def fifo_progress(output_dir: Path) -> None:
     os.mkfifo(output_dir / "progress.json")
 
 
+def hostile_evaluations(output_dir: Path) -> None:
+    output_dir.mkdir()
+    os.mkfifo(output_dir / "0000_plain_evaluation.json")
+    nested = '{"actor": "0010_plain", "x": ' + "[" * 1000 + "]" * 1000 + "}"
+    (output_dir / "0010_plain_evaluation.json").write_text(nested)
+
+
 UNREADABLE_PROGRESS = "error: cannot read {output}/progress.json ("
 CASES = {
     "dry-run": Case(("--all",), 1),
@@ -152,6 +159,7 @@ CASES = {
     "resume over nested progress": Case(("--all",), 2, nested_progress, UNREADABLE_PROGRESS),
     "reset nested progress": Case(("--reset-progress",), 0, nested_progress, "Progress reset."),
     "reset FIFO progress": Case(("--reset-progress",), 0, fifo_progress, "Progress reset."),
+    "report over hostile results": Case(("--report",), 0, hostile_evaluations, "Report of 0"),
 }
 
 

@@ -48,6 +48,7 @@ from typing import Any
 from PIL import Image
 
 from training_data.atomic import TEMP_PREFIX, sweep_temp_files
+from training_data.files import UnreadableFile, parse_json, read_regular_file
 from training_data.report import short_reason
 
 REPORT_DIR = "report"
@@ -749,10 +750,11 @@ class ReviewSite:
 
 
 def _read_document(path: Path) -> dict[str, Any] | None:
-    """An evaluation JSON, or None when it is missing or not one (the report is best effort)."""
+    """An evaluation JSON, or None when it is missing or not one (the report is best effort);
+    a FIFO or a huge or deeply nested file in its place is not one (files.py)."""
     try:
-        document = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        document = parse_json(read_regular_file(path))
+    except (OSError, ValueError, UnreadableFile):
         return None
     if not isinstance(document, dict) or not isinstance(document.get("actor"), str):
         return None
