@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import random
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -306,3 +307,30 @@ def test_dry_runs_go_side_by_side_but_not_beside_an_execute(make_dataset, tmp_pa
     )
     assert "command: evaluate-and-balance --all --data-dir" in execute.stderr
     assert not (tmp_path / "three" / "progress.json").exists()
+
+
+def test_a_dry_run_over_a_read_only_dataset_needs_no_lock(make_dataset, tmp_path):
+    data_dir = make_dataset(1)
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    if subprocess.run(["mount", "--bind", "-o", "ro", data_dir, read_only]).returncode != 0:
+        pytest.skip("needs the right to mount")
+    try:
+        result = run_cli(
+            "--all", "--data-dir", read_only, "--output-dir", tmp_path / "out", cwd=tmp_path
+        )
+        execute = run_cli(
+            "--all",
+            "--execute",
+            "--data-dir",
+            read_only,
+            "--output-dir",
+            tmp_path / "x",
+            cwd=tmp_path,
+        )
+    finally:
+        subprocess.run(["umount", read_only], check=True)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert execute.returncode == 2
+    assert "check the data folder is writable" in execute.stderr

@@ -296,8 +296,8 @@ def dataset_locked(data_dir: Path, argv: list[str], *, shared: bool = False) -> 
     execute). A run that may not go is refused with exit 2 naming the holder, even with another
     --output-dir. No actors/ folder: nothing to hold, and the run says what is wrong with it."""
     actors_dir = data_dir / "actors"
-    if not actors_dir.is_dir():
-        yield
+    if not actors_dir.is_dir() or (shared and not os.access(actors_dir, os.W_OK)):
+        yield  # a read-only dataset: no run of ours can change it, and a dry-run still may go
         return
     lock = RunLock(
         actors_dir / DATASET_LOCK,
