@@ -66,7 +66,9 @@ def read_regular_file_and_stat(
                 raise UnreadableFile(f"not a regular file ({file_kind(info.st_mode)})")
             if info.st_size > max_bytes:
                 raise UnreadableFile(too_large(info.st_size, max_bytes))
-            data = handle.read(max_bytes + 1)
+            data = handle.read(info.st_size + 1)  # no buffer of max_bytes for a small file
+            if len(data) > info.st_size:  # it grew since fstat: read on, up to the cap
+                data += handle.read(max_bytes + 1 - len(data))
         except OSError as error:
             raise UnreadableFile(_os_reason(error)) from None
     if len(data) > max_bytes:
