@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import re
+import shlex
 
-from conftest import read_progress, run_cli
+from conftest import mix_kinds, read_progress, run_cli, write_actor
 
 from training_data.review_site import read_index_data
 
@@ -71,3 +74,23 @@ def test_json_goes_with_show_progress_only(tmp_path):
     result = run_cli("--stats", "--json", "--data-dir", tmp_path, cwd=tmp_path)
     assert result.returncode == 2
     assert "--json goes with --show-progress" in result.stderr
+
+
+def test_the_restore_command_on_an_actor_page_puts_the_images_back(tmp_path):
+    """Copied from the page into any shell: a name starting with '-', the run's own folders."""
+    data, output = tmp_path / "data", tmp_path / "out"
+    name = "-dash"
+    kinds = mix_kinds((("photorealistic", 15), ("bw_stylized", 4), ("color_stylized", 3)))
+    training = write_actor(data, name, kinds)
+    before = sorted(path.name for path in training.iterdir())
+    run = run_cli("--all", "--execute", "--data-dir", data, "--output-dir", output, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert len(list(training.glob("*.jpg"))) == 20
+    page = next((output / "report" / "actors").glob("*.html")).read_text()
+    command = html.unescape(re.search(r'<pre class="restore">(.*?)</pre>', page).group(1))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    restored = run_cli(*shlex.split(command)[1:], cwd=elsewhere)
+    assert restored.returncode == 0, restored.stderr
+    assert sorted(path.name for path in training.iterdir()) == before
+    assert list(elsewhere.iterdir()) == []  # the run's own output folder, its own lock

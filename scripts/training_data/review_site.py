@@ -287,10 +287,16 @@ def categories_of(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     return list(seen)
 
 
-def restore_command(actor: str, data_dir: Path | None) -> str:
-    parts = [PROG, "--restore", actor]
+def restore_command(actor: str, data_dir: Path | None, output_dir: Path | None = None) -> str:
+    """A command that works from any folder: absolute folders, the run's own output folder (its
+    lock keeps the restore from racing an execute run), ``--restore=NAME`` for a name like ``-x``.
+    """
+    restore = [f"--restore={actor}"] if actor.startswith("-") else ["--restore", actor]
+    parts = [PROG, *restore]
     if data_dir is not None:
-        parts += ["--data-dir", str(data_dir)]
+        parts += ["--data-dir", str(Path(data_dir).absolute())]
+    if output_dir is not None:
+        parts += ["--output-dir", str(Path(output_dir).absolute())]
     return shlex.join(parts)
 
 
@@ -380,6 +386,7 @@ def actor_page(
     document: Mapping[str, Any] | None,
     data_dir: Path | None,
     has_thumb: Callable[[str], bool] = lambda _name: True,
+    output_dir: Path | None = None,
 ) -> str:
     """The whole HTML of one actor's page; every value from the data is escaped."""
     name = row["name"]
@@ -397,7 +404,7 @@ def actor_page(
         if row["error"]:
             parts.append("<h2>The last evaluation before this failure</h2>")
         parts += _image_cards(image_rows(document, has_thumb), document)
-        parts += _execution(name, document.get("execution"), data_dir)
+        parts += _execution(name, document.get("execution"), data_dir, output_dir)
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -483,7 +490,9 @@ def _image_card(image: Mapping[str, Any]) -> str:
     )
 
 
-def _execution(actor: str, execution: Any, data_dir: Path | None) -> list[str]:
+def _execution(
+    actor: str, execution: Any, data_dir: Path | None, output_dir: Path | None
+) -> list[str]:
     if not isinstance(execution, dict):
         return []
     parts = ["<h2>Execute run</h2>", '<table class="moves"><tr><th>removed</th><th>moved to</th>']
@@ -507,7 +516,7 @@ def _execution(actor: str, execution: Any, data_dir: Path | None) -> list[str]:
     if execution.get("removed"):
         parts.append(
             "<p>To put the removed images back:</p>"
-            f'<pre class="restore">{_e(restore_command(actor, data_dir))}</pre>'
+            f'<pre class="restore">{_e(restore_command(actor, data_dir, output_dir))}</pre>'
         )
     return parts
 
@@ -717,7 +726,7 @@ class ReviewSite:
         return (self.folder / "thumbs" / name).exists()
 
     def _write_page(self, row: Mapping[str, Any], document: Mapping[str, Any] | None) -> None:
-        page = actor_page(row, document, self.data_dir, self._has_thumb)
+        page = actor_page(row, document, self.data_dir, self._has_thumb, self.output_dir)
         publish(self.folder / row["page"], page.encode("utf-8", "surrogatepass"))
 
     def _write_index(self) -> None:
