@@ -193,6 +193,24 @@ def test_generation_that_fails_at_execute_leaves_the_actor_short_saying_why(tmp_
     assert "  Successful: 0\n" in result.stdout and "  Short: 1\n" in result.stdout
 
 
+def test_an_execute_that_did_all_it_planned_states_what_the_dry_run_said(tmp_path):
+    """generator none: the surplus stylized images the plan removes are not 'short' afterwards."""
+    mix = (("photorealistic", 9), ("bw_stylized", 6), ("color_stylized", 5))
+    write_actor(tmp_path / "data", "0000_few_photos", mix_kinds(mix))
+    config = tmp_path / "config.toml"
+    config.write_text('[generator]\nbackend = "none"\n')
+    args = ("--all", "--data-dir", tmp_path / "data", "--config", config)
+    preview = run_cli(*args, "--output-dir", tmp_path / "dry", cwd=tmp_path)
+    result = run_cli(*args, "--execute", "--output-dir", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == preview.returncode == 0, result.stderr
+    planned = evaluation(tmp_path / "dry", "0000_few_photos")
+    done = evaluation(tmp_path / "out", "0000_few_photos")
+    assert planned["state_reason"].startswith("photorealistic: 4 short, no generator")
+    assert done["execution"]["after"]["counts"] == planned["planned_counts"]
+    assert (done["state"], done["state_reason"]) == (planned["state"], planned["state_reason"])
+    assert f"  state: short ({planned['state_reason']})" in result.stdout
+
+
 def usable_counts(images: list[dict]) -> dict[str, int]:
     counts = dict.fromkeys(DEFAULT_MIX, 0)
     for image in images:

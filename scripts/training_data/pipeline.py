@@ -188,15 +188,22 @@ def _apply(
     after = evaluate_actor(after_images, context.config, context.backend, context.cache)
     after_plan = plan_for(actor, after, context.config)
     outcome.execution = result
-    outcome.state, outcome.state_reason = state_after_execute(result, after_plan)
+    outcome.state, outcome.state_reason = state_after_execute(result, after_plan, plan)
     outcome.lines += describe_execution(result, after_plan)
     return result.to_dict() | {"after": after_plan.to_dict()}
 
 
-def state_after_execute(result: ExecutionResult, after: Plan) -> tuple[str, str]:
-    """Rebalanced only when the set now is balanced; else short, saying what is missing."""
+def state_after_execute(result: ExecutionResult, after: Plan, planned: Plan) -> tuple[str, str]:
+    """Rebalanced only when the set now is balanced; else short, saying what is missing.
+
+    When execute did all it planned and the set is where the plan aimed, the reason is the
+    plan's, as the dry-run said it: the set measured against the full target again would also
+    call short the categories the plan itself cut down to the reachable mix.
+    """
     if after.is_balanced:
         return REBALANCED, ""
+    if not result.unfulfilled and not after.has_actions and planned.short_reason:
+        return SHORT, planned.short_reason
     reasons = list(result.messages) if result.unfulfilled else []
     if after.short_reason:
         reasons.append(after.short_reason)
