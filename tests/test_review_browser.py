@@ -208,3 +208,16 @@ def test_hostile_names_show_as_text_and_run_nothing(page, reviewed, name):
     assert expected in files
     assert page.locator("img[src=x]").count() == 0
     assert page.dialogs == [] and page.errors == []
+
+
+def test_a_very_long_actor_name_wraps_instead_of_pushing_the_columns_off_screen(page, tmp_path):
+    data, output = tmp_path / "data", tmp_path / "out"
+    long_name = "L" * 40 + "_Zoë_名前_" + "x" * 150  # a folder name of 200 bytes, no space
+    write_actor(data, long_name, mix_kinds(OVER))
+    run = run_cli("--all", "--data-dir", data, "--output-dir", output, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    _open_index(page, output / "report")
+    assert _names(page) == [long_name]
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1400, f"the index is {width} px wide in a 1400 px window"
+    assert page.locator("#actors th", has_text="Thumbnails").bounding_box()["x"] < 1400

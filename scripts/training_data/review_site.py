@@ -833,6 +833,7 @@ table#actors{border-collapse:collapse;background:#fff;width:100%}
 .strip img.rm{border-color:#d00000}
 td.num0{color:#bbb}
 td.why{color:#555;font-size:12px;max-width:22em}
+a.actor{overflow-wrap:anywhere}
 #pager{margin:.8em 0;display:flex;gap:1em;align-items:center}
 </style>
 <h1>Training data review</h1>
