@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shlex
+import shutil
 
 from conftest import mix_kinds, read_progress, run_cli, write_actor
 
@@ -94,3 +95,15 @@ def test_the_restore_command_on_an_actor_page_puts_the_images_back(tmp_path):
     assert restored.returncode == 0, restored.stderr
     assert sorted(path.name for path in training.iterdir()) == before
     assert list(elsewhere.iterdir()) == []  # the run's own output folder, its own lock
+
+
+def test_a_missing_thumbnail_is_not_called_unreadable(make_dataset, tmp_path):
+    data, output = make_dataset(1), tmp_path / "out"
+    run = run_cli("--all", "--data-dir", data, "--output-dir", output, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    shutil.rmtree(output / "report" / "thumbs")
+    rebuilt = run_cli("--report", "--data-dir", data, "--output-dir", output, cwd=tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    page = next((output / "report" / "actors").glob("*.html")).read_text()
+    assert ">unreadable<" not in page
+    assert page.count(">no thumbnail<") == 20

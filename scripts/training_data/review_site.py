@@ -450,8 +450,10 @@ def _image_card(image: Mapping[str, Any]) -> str:
     classes = "card remove" if image["action"] == "remove" else "card"
     if image["thumb"]:
         picture = f'<img src="../thumbs/{_e(image["thumb"])}" alt="" loading="lazy">'
-    else:
+    elif "unreadable" in image["issues"]:
         picture = '<div class="unreadable">unreadable</div>'
+    else:  # readable, but its thumbnail is gone (deleted, or made before the report existed)
+        picture = '<div class="unreadable">no thumbnail</div>'
     box = image["face_box"]
     if box:
         x0, y0, x1, y1 = box
