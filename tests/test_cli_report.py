@@ -107,3 +107,15 @@ def test_a_missing_thumbnail_is_not_called_unreadable(make_dataset, tmp_path):
     page = next((output / "report" / "actors").glob("*.html")).read_text()
     assert ">unreadable<" not in page
     assert page.count(">no thumbnail<") == 20
+
+
+def test_a_report_path_that_is_not_a_folder_is_one_line_not_a_traceback(make_dataset, tmp_path):
+    data, output = make_dataset(1), tmp_path / "out"
+    output.mkdir()
+    (output / "report").write_text("not a folder")
+    for action in (("--report",), ("--all",)):
+        result = run_cli(*action, "--data-dir", data, "--output-dir", output, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.count("\n") == 1 and str(output / "report") in result.stderr
+    assert (output / "report").read_text() == "not a folder"

@@ -48,6 +48,7 @@ from typing import Any
 from PIL import Image
 
 from training_data.atomic import TEMP_PREFIX, sweep_temp_files
+from training_data.errors import FatalRunError
 from training_data.files import UnreadableFile, parse_json, read_regular_file
 from training_data.report import short_reason
 
@@ -626,12 +627,17 @@ class ReviewSite:
         return site
 
     def _prepare(self) -> None:
-        for folder in (self.folder, self.folder / "data", self.folder / "actors"):
-            folder.mkdir(parents=True, exist_ok=True)
-            sweep_temp_files(folder)
-        index = self.folder / "index.html"
-        if not index.exists() or index.read_text(encoding="utf-8") != INDEX_HTML:
-            publish(index, INDEX_HTML.encode())
+        """The report's folders and its fixed index page; a folder that cannot be one stops."""
+        try:
+            for folder in (self.folder, self.folder / "data", self.folder / "actors"):
+                folder.mkdir(parents=True, exist_ok=True)
+                sweep_temp_files(folder)
+            index = self.folder / "index.html"
+            if not index.exists() or index.read_text(encoding="utf-8") != INDEX_HTML:
+                publish(index, INDEX_HTML.encode())
+        except OSError as error:
+            reason = "a file is in the way" if isinstance(error, FileExistsError) else error
+            raise FatalRunError(f"cannot write the report in {self.folder}: {reason}") from None
 
     def _load(self) -> None:
         data = read_index_data((self.folder / "data" / "index.js").read_bytes())
