@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFont
 
 from training_data.config import Config
 from training_data.evaluation import ActorEvaluation, ImageEvaluation
@@ -395,6 +395,16 @@ def test_sheet_header_names_the_actor_counts_against_target_and_state():
     header = sheet_header("0001_demo_actor", plan, "rebalanced")
     counts = "  ".join(f"{c} {plan.counts[c]}/{n}" for c, n in plan.targets.items())
     assert header == f"0001_demo_actor   {counts}   rebalanced"
+
+
+def test_sheet_header_of_a_very_long_actor_name_keeps_counts_and_state_whole():
+    plan = make_plan(_over_target_actor().images, Config().target)
+    name = "L" * 40 + "_" + "x" * 200
+    header = sheet_header(name, plan, "rebalanced")
+    sheet = render_sheet([SheetTile(1, None, "", False)], header=header)
+    smallest = ImageFont.load_default(size=8)
+    assert header.endswith("/3   rebalanced") and header.startswith("L" * 40)
+    assert smallest.getlength(header) < sheet.width - 20  # drawn whole, never cut with "…"
 
 
 def test_remove_tile_carries_its_reason():

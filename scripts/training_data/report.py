@@ -25,6 +25,7 @@ UNREADABLE_FILL = (150, 150, 150)
 REMOVE_RED = (220, 0, 0)
 TEXT_COLOR = (0, 0, 0)
 COMPOSITE_JPEG_QUALITY = 85
+HEADER_NAME_CHARS = 60  # a longer actor name is cut, so the counts and state stay whole
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,8 @@ def sheet_header(actor_name: str, plan: Plan, state: str) -> str:
         f"{category} {plan.counts.get(category, 0)}/{wanted}"
         for category, wanted in plan.targets.items()
     )
+    if len(actor_name) > HEADER_NAME_CHARS:
+        actor_name = actor_name[: HEADER_NAME_CHARS - 1] + "…"
     return "   ".join(part for part in (actor_name, counts, state) if part)
 
 
