@@ -6,6 +6,7 @@ import csv
 import html
 import io
 import json
+import os
 import re
 import shlex
 import shutil
@@ -119,3 +120,18 @@ def test_a_report_path_that_is_not_a_folder_is_one_line_not_a_traceback(make_dat
         assert "Traceback" not in result.stderr
         assert result.stderr.count("\n") == 1 and str(output / "report") in result.stderr
     assert (output / "report").read_text() == "not a folder"
+
+
+def test_a_file_name_that_is_not_utf8_is_evaluated_and_reported(make_dataset, tmp_path):
+    data, output = make_dataset(1), tmp_path / "out"
+    training = data / "actors" / "0000_actor" / "training_data"
+    (training / "manifest.json").unlink()
+    os.rename(training / "0000_actor_1.jpg", os.fsencode(training) + b"/bad\xff name_1.jpg")
+    run = run_cli("--all", "--data-dir", data, "--output-dir", output, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    document = json.loads((output / "0000_actor_evaluation.json").read_bytes())
+    assert os.fsdecode(b"bad\xff name_1.jpg") in [i["filename"] for i in document["images"]]
+    assert _rows(output)["0000_actor"]["images"] == 20
+    images_csv = (output / "report" / "images.csv").read_bytes()
+    assert images_csv.count(b"\n") == 21

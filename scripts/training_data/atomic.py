@@ -38,7 +38,14 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
+    """UTF-8 JSON; a file name that is not UTF-8 (its bytes kept by Python as lone surrogates)
+    is written as ``\\udcff`` escapes instead, which ``json.loads`` reads back exactly."""
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    try:
+        data = text.encode()
+    except UnicodeEncodeError:
+        data = (json.dumps(document, indent=2) + "\n").encode()
+    write_bytes_atomic(path, data)
 
 
 def sweep_temp_files(folder: Path) -> list[Path]:
