@@ -108,6 +108,7 @@ def run_cli(
         cwd=cwd,
         capture_output=True,
         text=True,
+        errors="surrogateescape",  # names that are not UTF-8 are printed as their own bytes
         timeout=timeout,
         env=cli_env(),
     )

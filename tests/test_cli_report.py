@@ -135,3 +135,16 @@ def test_a_file_name_that_is_not_utf8_is_evaluated_and_reported(make_dataset, tm
     assert _rows(output)["0000_actor"]["images"] == 20
     images_csv = (output / "report" / "images.csv").read_bytes()
     assert images_csv.count(b"\n") == 21
+
+
+def test_an_actor_folder_name_that_is_not_utf8_is_processed_and_recorded(make_dataset, tmp_path):
+    data, output = make_dataset(2), tmp_path / "out"
+    actors = os.fsencode(data / "actors")
+    os.rename(actors + b"/0000_actor", actors + b"/0000_bad\xff")
+    run = run_cli("--all", "--data-dir", data, "--output-dir", output, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    progress = json.loads((output / "progress.json").read_bytes())
+    assert os.fsdecode(b"0000_bad\xff") in progress["completed_actors"]
+    assert _rows(output)[os.fsdecode(b"0000_bad\xff")]["images"] == 20
+    again = run_cli("--all", "--data-dir", data, "--output-dir", output, cwd=tmp_path)
+    assert again.returncode == 0 and "Nothing left to do" in again.stdout

@@ -37,15 +37,15 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     fsync_folder(path.parent)
 
 
+def json_bytes(text: str) -> bytes:
+    """UTF-8 bytes of JSON text. A name that is not UTF-8 (its bytes kept by Python as lone
+    surrogates, which only occur inside JSON strings) becomes a ``\\udcff`` escape, which
+    ``json.loads`` reads back exactly."""
+    return text.encode("utf-8", "backslashreplace")
+
+
 def write_json_atomic(path: Path, document: Any) -> None:
-    """UTF-8 JSON; a file name that is not UTF-8 (its bytes kept by Python as lone surrogates)
-    is written as ``\\udcff`` escapes instead, which ``json.loads`` reads back exactly."""
-    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    try:
-        data = text.encode()
-    except UnicodeEncodeError:
-        data = (json.dumps(document, indent=2) + "\n").encode()
-    write_bytes_atomic(path, data)
+    write_bytes_atomic(path, json_bytes(json.dumps(document, indent=2, ensure_ascii=False) + "\n"))
 
 
 def sweep_temp_files(folder: Path) -> list[Path]:

@@ -56,6 +56,7 @@ from typing import Any
 
 from training_data.atomic import (
     fsync_folder,
+    json_bytes,
     sweep_temp_files,
     write_bytes_atomic,
     write_json_atomic,
@@ -407,7 +408,7 @@ def encode_document(document: dict[str, Any]) -> bytes:
                 f'\n  "{key}": {opening}\n    {listed[1:-1]}\n  {closing}',
                 1,
             )
-    return (text + "\n").encode()
+    return json_bytes(text + "\n")
 
 
 # --- the printed blocks of the guide ---
@@ -475,7 +476,7 @@ def format_resuming_block(state: ProgressState, remaining: int) -> str:
 
 
 def _event_line(event: dict[str, str]) -> bytes:
-    return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    return json_bytes(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
 def _replay_journal(state: ProgressState, data: bytes, journal: Path) -> None:
