@@ -44,6 +44,11 @@ DEBIAN_PACKAGES = (
     "flare-game",
     "gimp-help-en",
     "ukui-wallpapers",
+    "freecol",
+    "palapeli-data",
+    "labelme-examples",
+    "gtkmorph-example",
+    "scribus-template",
 )
 PIP_PACKAGES = (
     "pillow==12.3.0",
@@ -83,6 +88,12 @@ PKG = {
     "skimage": "venv/lib/python3.11/site-packages/skimage/data",
     "matplotlib": "venv/lib/python3.11/site-packages/matplotlib/mpl-data/sample_data",
     "sklearn": "venv/lib/python3.11/site-packages/sklearn/datasets/images",
+    "opencv-html": "opencv-doc/usr/share/doc/opencv-doc/opencv4/html",
+    "freecol": "freecol/usr/share/games/freecol/default/resources/images",
+    "palapeli": "palapeli-data/usr/share/palapeli/collection",
+    "labelme": "labelme-examples/usr/share/doc/labelme-examples/examples",
+    "xmorph": "gtkmorph-example/usr/share/xmorph/example",
+    "scribus": "scribus-template/usr/share/scribus/templates",
 }
 GC_ACT = "gcompris/src/activities"
 
@@ -111,6 +122,15 @@ LICENCES = {
     "skimage": ("PyPI scikit-image 0.26.0 (skimage/data)", "CC0 / public domain (see docstrings)"),
     "matplotlib": ("PyPI matplotlib 3.11.2 (mpl-data/sample_data)", "public domain (US Navy)"),
     "sklearn": ("PyPI scikit-learn 1.9.1 (datasets/images)", "CC-BY-2.0 (datasets/images/README)"),
+    "opencv-html": ("Debian opencv-doc 4.6.0+dfsg-12 (HTML documentation)", "Apache-2.0"),
+    "freecol": ("Debian freecol 1.0.0-1", "GPL-2+"),
+    "palapeli": (
+        "Debian palapeli-data 4:22.12.3-1",
+        "public domain / GFDL (per puzzle .desktop file)",
+    ),
+    "labelme": ("Debian labelme-examples 5.1.1-1", "GPL-3+ (images from PASCAL VOC 2011)"),
+    "xmorph": ("Debian gtkmorph-example 1:20150712-2", "GPL-2+"),
+    "scribus": ("Debian scribus-template 1.2.4.1-6", "GPL-2"),
 }
 
 
@@ -126,6 +146,7 @@ class Entry:
     crop: tuple[float, float, float, float] | None = None  # fractions: left, top, right, bottom
     background: str = "white"  # for transparent images
     trim: bool = False  # crop to the opaque part first
+    kind: str = ""  # what it shows, for per-kind accuracy; "" derives it (see kind_of)
 
 
 def _e(style: str, source: str, path: str, name: str, **kw: object) -> Entry:
@@ -146,6 +167,214 @@ GCF = f"explore_farm_animals/{GC_ACT}/explore_farm_animals/resource/animals"
 GCK = f"clickgame/{GC_ACT}/clickgame/resource"
 GCH = f"leftright/{GC_ACT}/leftright/resource"
 FP = "fantasycore/images/portraits"
+
+FF = "foundingFathers"
+FF_FRAME = (0.17, 0.14, 0.83, 0.86)  # the painted portrait inside its gilt frame
+MONARCH = "monarch"
+OH = "opencv-html"
+PEOPLE, GREY_PEOPLE, PAINTED, GREY_PAINTED = (
+    "people photo",
+    "grey people photo",
+    "painted",
+    "grey painted",
+)
+
+NEW_ENTRIES: tuple[Entry, ...] = (
+    # photographs of people: portraits, candid, groups, historical, grey
+    _e(P, OH, "230501201_1.jpg", "man_portrait", kind=PEOPLE),
+    _e(P, OH, "227943776_1.jpg", "smiling_man", kind=PEOPLE),
+    _e(P, OH, "studentsSample_input.jpg", "lecture_hall", kind=PEOPLE),
+    _e(
+        P,
+        OH,
+        "227943776_1.jpg",
+        "smiling_man_gray",
+        gray=True,
+        crop=(0.15, 0, 0.85, 0.8),
+        kind=GREY_PEOPLE,
+    ),
+    _e(
+        P,
+        OH,
+        "230501201_1.jpg",
+        "man_portrait_sepia",
+        sepia=True,
+        crop=(0, 0.1, 1, 1),
+        kind=GREY_PEOPLE,
+    ),
+    _e(
+        P,
+        "labelme",
+        "semantic_segmentation/data_annotated/2011_000003.jpg",
+        "street_food",
+        kind=PEOPLE,
+    ),
+    _e(
+        P,
+        "labelme",
+        "semantic_segmentation/data_annotated/2011_000006.jpg",
+        "friends_sofa",
+        kind=PEOPLE,
+    ),
+    _e(
+        P,
+        "labelme",
+        "semantic_segmentation/data_annotated/2011_000006.jpg",
+        "friends_sofa_gray",
+        gray=True,
+        crop=(0.1, 0.1, 0.9, 0.9),
+        kind=GREY_PEOPLE,
+    ),
+    _e(P, "xmorph", "AD/image1.png", "bearded_man", kind=PEOPLE),
+    _e(P, "xmorph", "AD/image2.png", "young_man", kind=PEOPLE),
+    _e(P, "xmorph", "AD/image2.png", "young_man_gray", gray=True, kind=GREY_PEOPLE),
+    _e(P, "scribus", "scribus_project_pl/craigbradney.jpg", "developer", kind=PEOPLE),
+    _e(P, "freecol", f"{MONARCH}/geronimo.png", "geronimo_bw", kind=GREY_PEOPLE),
+    _e(P, "gimp-help", "tutorials/quickie-flip-example-source.jpg", "pipe_band", kind=PEOPLE),
+    # photographs, other subjects
+    _e(P, "palapeli", "castle-maintenon.jpg", "castle"),
+    _e(P, "palapeli", "cincinnati-bridge.jpg", "bridge_night"),
+    _e(P, "palapeli", "citrus-fruits.jpg", "citrus"),
+    _e(P, "palapeli", "european-honey-bee.jpg", "honey_bee"),
+    _e(P, "palapeli", "panther-chameleon-female.jpg", "chameleon"),
+    _e(P, "palapeli", "european-honey-bee.jpg", "honey_bee_gray", gray=True),
+    _e(P, "labelme", "semantic_segmentation/data_annotated/2011_000025.jpg", "bus"),
+    # painted colour portraits and scenes
+    *(
+        _e(C, "freecol", f"{FF}/{name}.jpg", f"father_{name}", crop=FF_FRAME, kind=PAINTED)
+        for name in (
+            "adamSmith",
+            "bartolomeDeLasCasas",
+            "benjaminFranklin",
+            "brewster",
+            "cortes",
+            "francisDrake",
+            "franciscoDeCoronado",
+            "georgeWashington",
+            "henryHudson",
+            "hernandoDeSoto",
+            "jacobFugger",
+            "janDeWitt",
+            "jeanDeBrebeuf",
+            "johnPaulJones",
+            "juanDeSepulveda",
+            "laSalle",
+            "magellan",
+            "paulRevere",
+            "peterMinuit",
+            "peterStuyvesant",
+            "pocahontas",
+            "simonBolivar",
+            "thomasJefferson",
+            "thomasPaine",
+        )
+    ),
+    *(
+        _e(C, "freecol", f"{MONARCH}/{name}.png", f"monarch_{name}", kind=PAINTED)
+        for name in (
+            "charles",
+            "elizabeth",
+            "felipe",
+            "louis",
+            "louis2",
+            "manuel",
+            "philip",
+            "pierre",
+            "segoyewatha",
+            "wahktageli",
+            "william",
+        )
+    ),
+    *(
+        _e(C, "wesnoth", f"portraits/{name}.png", name.replace("/", "_"), trim=True, kind=PAINTED)
+        for name in (
+            "dwarves/explorer",
+            "goblins/wolf-rider",
+            "humans/duelist",
+            "humans/horseman",
+            "humans/mage-arch+female",
+            "humans/mage-white",
+            "humans/outlaw",
+            "humans/spearman-2",
+            "humans/woodsman",
+            "merfolk/spearman",
+            "nagas/naga-mace_warrior3",
+            "orcs/grunt-5",
+            "orcs/warrior",
+            "undead/draug",
+            "drakes/enforcer",
+        )
+    ),
+    *(
+        _e(C, "flare", f"{FP}/{name}.png", f"portrait_{name}", kind=PAINTED)
+        for name in (
+            "female02",
+            "female05",
+            "female08",
+            "female12",
+            "female15",
+            "male03",
+            "male06",
+            "male09",
+            "male13",
+            "male17",
+        )
+    ),
+    _e(C, OH, "orig_comic.jpg", "painted_girl", kind=PAINTED),
+    # drawn and cartoon people, colour
+    *(
+        _e(C, "openclipart", f"people/{path}.png", name)
+        for path, name in (
+            ("a_boy_plays_soccer_01", "boy_soccer"),
+            ("fireman_wedding_mimooh_01", "fireman_wedding"),
+            ("bride1_jarno_vasamaa_01", "bride"),
+            ("woman_01", "woman_standing"),
+            ("sailing_kids", "sailing_kids"),
+            ("head11", "blonde_head"),
+            ("breakdance_juliane_krug_01", "breakdancer"),
+            ("cm1", "dark_haired_woman"),
+            ("io_donna_uomo_architetto_01", "dancing_couple"),
+            ("police_man_ganson", "police_man"),
+        )
+    ),
+    # grey painted portraits, engravings and drawn people
+    *(
+        _e(
+            B,
+            "freecol",
+            f"{FF}/{name}.jpg",
+            f"father_{name}_gray",
+            gray=True,
+            crop=FF_FRAME,
+            kind=GREY_PAINTED,
+        )
+        for name in ("williamPenn", "thomasPaine", "georgeWashington", "cortes", "magellan")
+    ),
+    _e(B, "freecol", f"{MONARCH}/louis.png", "monarch_louis_sepia", sepia=True, kind=GREY_PAINTED),
+    _e(B, "freecol", f"{MONARCH}/frederik.png", "monarch_frederik_engraving"),
+    _e(B, "freecol", f"{MONARCH}/moctezuma.png", "monarch_moctezuma_engraving"),
+    _e(B, "freecol", f"{MONARCH}/atahualpa.png", "monarch_atahualpa_engraving"),
+    *(
+        _e(
+            B,
+            "wesnoth",
+            f"portraits/{name}.png",
+            name.replace("/", "_") + "_gray",
+            gray=True,
+            trim=True,
+            kind=GREY_PAINTED,
+        )
+        for name in ("humans/outlaw", "humans/duelist", "undead/draug")
+    ),
+    *(
+        _e(B, "flare", f"{FP}/{name}.png", f"portrait_{name}_gray", gray=True, kind=GREY_PAINTED)
+        for name in ("female04", "male05", "male11")
+    ),
+    _e(B, "openclipart", "people/dancers_erich_schubert_01.png", "dancers"),
+    _e(B, "openclipart", "people/fata_fatina_architetto_f_01.png", "fairy"),
+    _e(B, "openclipart", "people/woman_eye_lumen_design_s_01.png", "woman_eye"),
+    _e(B, "openclipart", "people/cm1.png", "dark_haired_woman_gray", gray=True),
+)
 
 ENTRIES: tuple[Entry, ...] = (
     # ---- photographs, colour
@@ -404,7 +633,44 @@ ENTRIES: tuple[Entry, ...] = (
     _e(C, "gcompris", f"{GCP}/board5_0.qml", "hokusai_fan_print"),
     _e(C, "gcompris", f"{GCP}/board7_0.qml", "hokusai_great_wave_print"),
     _e(C, "gcompris", f"{GCP}/board9_0.qml", "hiroshige_fish_print"),
+    # ---- added for the learned stage: people in photos, people in paintings and drawings
+    *NEW_ENTRIES,
 )
+
+
+PEOPLE_PHOTOS = frozenset(
+    {"astronaut", "grace_hopper", "messi", "fireman_cutout"}
+    | {f"music_{place}" for place in ("ireland", "mexico", "italy", "japan", "australia")}
+    | {"music_orchestra"}
+)
+GREY_PEOPLE_PHOTOS = frozenset(
+    {"cameraman_bw", "basketball_bw", "chessboard_man_bw"}
+    | {"astronaut_face_gray", "grace_hopper_sepia", "messi_gray"}
+)
+PAINTINGS = frozenset(
+    {"starry_night", "autumn_painting", "mona_lisa", "bellini_pesaro", "bruegel_harvesters"}
+    | {"renoir_piano", "renoir_moulin", "cassatt_summertime", "arcimboldo_spring", "durer_lion"}
+    | {"kandinsky", "van_gogh_cafe_gray", "starry_night_gray"}
+)
+
+
+def kind_of(entry: Entry) -> str:
+    """What an image shows, for per-kind accuracy: people or not, painted or drawn, grey."""
+    if entry.kind:
+        return entry.kind
+    grey = entry.gray or entry.sepia or entry.name.endswith("_bw") or entry.style == B
+    if entry.style == P:
+        if entry.name in PEOPLE_PHOTOS | GREY_PEOPLE_PHOTOS:
+            return GREY_PEOPLE if entry.name in GREY_PEOPLE_PHOTOS else PEOPLE
+        return "grey photo" if grey else "photo"
+    painted = (
+        entry.source in ("flare", "wesnoth")
+        or entry.name.startswith("van_gogh")
+        or entry.name in PAINTINGS
+    )
+    if painted:
+        return GREY_PAINTED if grey else PAINTED
+    return "grey drawn" if grey else "drawn"
 
 
 def sepia_tone(gray: Image.Image) -> Image.Image:
@@ -502,7 +768,7 @@ def write_sources() -> None:
     ]
     for key, (package, licence) in LICENCES.items():
         lines.append(f"| {key} | {package} | {licence} |")
-    lines += ["", "| file | path in package | done |", "|---|---|---|"]
+    lines += ["", "| file | path in package | done | kind |", "|---|---|---|---|"]
     for entry in ENTRIES:
         done = [
             flag
@@ -514,7 +780,8 @@ def write_sources() -> None:
         if entry.trim or entry.background != "white":
             done.append(f"on {entry.background}")
         name = f"{entry.style}/{entry.source}__{entry.name}.jpg"
-        lines.append(f"| {name} | {PKG[entry.source]}/{entry.path} | {' '.join(done)} |")
+        path = f"{PKG[entry.source]}/{entry.path}"
+        lines.append(f"| {name} | {path} | {' '.join(done)} | {kind_of(entry)} |")
     (HERE / "SOURCES.md").write_text("\n".join(lines) + "\n")
 
 
