@@ -7,7 +7,11 @@
 Images go through the evaluation pipeline's own decode (draft-mode JPEG, 256 px working image).
 A file's source is the part of its name before "__" (the package it came from): the
 cross-validation refits the photo model without each source in turn and classifies that source
-with it, so no picture is judged by a model that saw its source. Pure Python, no numpy.
+with it, so no picture is judged by a model that saw its source. Two classifiers are measured:
+the first stage alone (style.py's statistics) and the cascade (statistics, then the learned
+stage's probe where their photo probability is inside the uncertain band); in --cv both the
+statistics model and the probe are refitted without the held-out source. Accuracy is printed
+per category and per kind (SOURCES.md's last column: people photos, painted art, ...).
 """
 
 from __future__ import annotations
@@ -23,8 +27,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+import numpy as np  # noqa: E402
+from fit_style_probe import L2_PENALTY as PROBE_L2_PENALTY  # noqa: E402
+from fit_style_probe import fit_probe  # noqa: E402
+
 from training_data import style  # noqa: E402
+from training_data.config import StyleConfig  # noqa: E402
 from training_data.evaluation import decode_working_image  # noqa: E402
+from training_data.style_learned import Probe, in_band, style_model, style_probe  # noqa: E402
 
 DATA = REPO / "tests" / "data" / "styles"
 FEATURES = tuple(style.PHOTO_WEIGHTS)
@@ -36,30 +46,63 @@ class Sample:
     name: str
     source: str
     style: str
+    kind: str
     measurements: dict[str, float]
+    features: np.ndarray  # the learned stage's 1024 pool features
 
 
 def load_samples(root: Path = DATA) -> list[Sample]:
+    kinds = _kinds(root / "SOURCES.md")
+    model = style_model()
     samples = []
     for label in style.STYLES:
         for path in sorted((root / label).glob("*.jpg")):
             working, _, _ = decode_working_image(path.read_bytes())
             samples.append(
-                Sample(path.name, path.name.split("__")[0], label, style.measure(working))
+                Sample(
+                    path.name,
+                    path.name.split("__")[0],
+                    label,
+                    kinds.get(f"{label}/{path.name}", "?"),
+                    style.measure(working),
+                    model.run(working).features,
+                )
             )
     return samples
 
 
-def classify(sample: Sample, intercept: float, weights: dict[str, float]) -> str:
+def _kinds(sources: Path) -> dict[str, str]:
+    """File -> kind, from the last column of SOURCES.md's file table."""
+    kinds = {}
+    for line in sources.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0].endswith(".jpg"):
+            kinds[cells[0]] = cells[3]
+    return kinds
+
+
+def classify(
+    sample: Sample,
+    intercept: float,
+    weights: dict[str, float],
+    probe: Probe | None = None,
+    band: tuple[float, float] = (0.0, -1.0),
+) -> str:
+    """The first stage's rule; with a probe, the cascade's (the probe decides inside band)."""
     score = intercept + sum(w * sample.measurements[name] for name, w in weights.items())
-    if score >= 0:
+    probability = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, score))))
+    if probe is not None and in_band(round(probability, 3), *band):
+        probability = probe.photo_probability(sample.features)
+    if probability >= 0.5:
         return "photorealistic"
     if sample.measurements["chroma"] < style.MONOCHROME_MAX_CHROMA:
         return "bw_stylized"
     return "color_stylized"
 
 
-def report(title: str, truth: list[str], predicted: list[str]) -> dict[str, float]:
+def report(
+    title: str, truth: list[str], predicted: list[str], kinds: list[str] | None = None
+) -> dict[str, float]:
     pairs = Counter(zip(truth, predicted, strict=True))
     print(f"\n{title}")
     print(f"{'true / predicted':<18}" + "".join(f"{s:>16}" for s in style.STYLES) + "  accuracy")
@@ -68,6 +111,12 @@ def report(title: str, truth: list[str], predicted: list[str]) -> dict[str, floa
         row = [pairs[(label, p)] for p in style.STYLES]
         accuracy[label] = pairs[(label, label)] / max(1, sum(row))
         print(f"{label:<18}" + "".join(f"{n:>16}" for n in row) + f"  {accuracy[label]:8.1%}")
+    right = sum(pairs[(label, label)] for label in style.STYLES)
+    print(f"{'all':<18}{'':>48}  {right / len(truth):8.1%}")
+    if kinds:
+        for kind in sorted(set(kinds)):
+            hits = [t == p for t, p, k in zip(truth, predicted, kinds, strict=True) if k == kind]
+            print(f"  kind {kind:<20} {sum(hits):4}/{len(hits):<4} {sum(hits) / len(hits):7.1%}")
     return accuracy
 
 
@@ -127,14 +176,27 @@ def _solve(matrix: list[list[float]], vector: list[float]) -> list[float]:
     return solution
 
 
-def cross_validate(samples: list[Sample]) -> list[str]:
-    predicted = {}
+def cross_validate(
+    samples: list[Sample], band: tuple[float, float], penalty: float
+) -> tuple[list[str], list[str]]:
+    """Leave-one-source-out verdicts of the first stage alone and of the cascade."""
+    first: dict[str, str] = {}
+    cascade: dict[str, str] = {}
     for source in sorted({s.source for s in samples}):
-        intercept, weights = fit_photo_model([s for s in samples if s.source != source])
+        training = [s for s in samples if s.source != source]
+        intercept, weights = fit_photo_model(training)
+        probe = fit_probe(
+            np.stack([s.features for s in training]),
+            np.array([s.style == "photorealistic" for s in training]),
+            penalty,
+        )
         for s in samples:
             if s.source == source:
-                predicted[s.name] = classify(s, intercept, weights)
-    return [predicted[s.name] for s in samples]
+                key = f"{s.style}/{s.name}"
+                first[key] = classify(s, intercept, weights)
+                cascade[key] = classify(s, intercept, weights, probe, band)
+    keys = [f"{s.style}/{s.name}" for s in samples]
+    return [first[k] for k in keys], [cascade[k] for k in keys]
 
 
 def main() -> None:
@@ -142,7 +204,17 @@ def main() -> None:
     parser.add_argument("--cv", action="store_true", help="leave-one-source-out accuracy")
     parser.add_argument("--fit", action="store_true", help="print refitted coefficients")
     parser.add_argument("--errors", action="store_true", help="list misclassified images")
+    defaults = StyleConfig()
+    parser.add_argument(
+        "--band",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=(defaults.uncertain_low, defaults.uncertain_high),
+    )
+    parser.add_argument("--penalty", type=float, default=PROBE_L2_PENALTY, help="probe L2 in --cv")
     args = parser.parse_args()
+    band = tuple(args.band)
 
     started = time.perf_counter()
     samples = load_samples()
@@ -154,13 +226,30 @@ def main() -> None:
         f"{len(samples)} images from {len({s.source for s in samples})} sources, "
         f"{Counter(truth)}; classify_style {per_image:.2f} ms per image"
     )
-    report("style.py as shipped (all images):", truth, predicted)
+    kinds = [s.kind for s in samples]
+    report("style.py as shipped (all images):", truth, predicted, kinds)
+    shipped = [
+        classify(s, style.PHOTO_INTERCEPT, style.PHOTO_WEIGHTS, style_probe(), band)
+        for s in samples
+    ]
+    reaching = sum(
+        in_band(round(style.photo_likelihood(s.measurements), 3), *band) for s in samples
+    )
+    report(
+        f"cascade as shipped (band {band[0]:g}-{band[1]:g}: {reaching / len(samples):.0%} of "
+        "images reach the learned stage; the probe saw these images):",
+        truth,
+        shipped,
+        kinds,
+    )
     if args.errors:
-        for s, p in zip(samples, predicted, strict=True):
+        for s, p in zip(samples, shipped, strict=True):
             if p != s.style:
                 print(f"  {s.style:>15} -> {p:<15} {s.name}  {s.measurements}")
     if args.cv:
-        report("leave-one-source-out cross-validation:", truth, cross_validate(samples))
+        first, cascade = cross_validate(samples, band, args.penalty)
+        report("leave-one-source-out, first stage alone:", truth, first, kinds)
+        report("leave-one-source-out, cascade (statistics, then the probe):", truth, cascade, kinds)
     if args.fit:
         intercept, weights = fit_photo_model(samples)
         print(f"\nPHOTO_INTERCEPT = {intercept:.4f}\nPHOTO_WEIGHTS = {{")

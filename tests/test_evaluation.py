@@ -842,7 +842,7 @@ def test_evaluator_record_names_backend_settings_and_usage(tmp_path):
 
     assert evaluation.evaluator["backend"] == "local"
     assert evaluation.evaluator["settings"]["quality"]["min_side"] == 256
-    assert evaluation.evaluator["usage"] == {"images_judged": 1}
+    assert evaluation.evaluator["usage"] == {"images_judged": 1, "learned_stage": 0}
 
 
 def test_make_backend_follows_the_config():

@@ -93,6 +93,28 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class StyleConfig:
+    """The local style cascade: the learned stage decides where the statistics are unsure."""
+
+    learned: bool = True
+    uncertain_low: float = 0.2
+    uncertain_high: float = 0.8
+
+    @property
+    def band(self) -> tuple[float, float] | None:
+        return (self.uncertain_low, self.uncertain_high) if self.learned else None
+
+
+@dataclass(frozen=True)
+class NsfwConfig:
+    """The `nsfw` issue from open_nsfw's score, where that network runs."""
+
+    threshold: float = 0.8
+    unusable: bool = False
+    every_image: bool = False  # run the network on every image, not only where style needs it
+
+
+@dataclass(frozen=True)
 class OpenAIConfig:
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-4.1-mini"
@@ -158,6 +180,8 @@ class Config:
     target: TargetConfig = field(default_factory=TargetConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    style: StyleConfig = field(default_factory=StyleConfig)
+    nsfw: NsfwConfig = field(default_factory=NsfwConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     prompts: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
@@ -207,6 +231,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
     _check_categories(config)
     _check_prompts(config.prompts)
     _check_escalation(config.evaluator)
+    _check_shares(config)
     return config
 
 
@@ -239,7 +264,9 @@ def _value(key: str, value: Any, default: Any) -> Any:
     if key == "evaluator.openai.descriptions":
         return _descriptions(key, value)
     if isinstance(default, bool):
-        raise AssertionError("no boolean settings")  # pragma: no cover
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false")
+        return value
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key '{key}' must be an integer")
@@ -356,6 +383,22 @@ def _check_escalation(evaluator: EvaluatorConfig) -> None:
         )
 
 
+def _check_shares(config: Config) -> None:
+    """Probabilities stay under 1, and the uncertain band is not upside down."""
+    for key, value in (
+        ("style.uncertain_low", config.style.uncertain_low),
+        ("style.uncertain_high", config.style.uncertain_high),
+        ("nsfw.threshold", config.nsfw.threshold),
+    ):
+        if value > 1 or (value == 1 and key != "nsfw.threshold"):
+            raise ConfigError(f"config key '{key}' is out of range: {value}")
+    if config.style.uncertain_low > config.style.uncertain_high:
+        raise ConfigError(
+            "config key 'style.uncertain_low' must not be above 'style.uncertain_high': "
+            f"{config.style.uncertain_low} > {config.style.uncertain_high}"
+        )
+
+
 def _check_prompts(prompts: dict[str, list[str]]) -> None:
     for name, templates in prompts.items():
         for template in templates:
@@ -384,6 +427,8 @@ def result_settings(config: Config) -> dict[str, Any]:
             evaluator["descriptions"] = dict(config.evaluator.openai.descriptions)
     else:
         evaluator["quality"] = asdict(config.quality)
+        evaluator["style"] = asdict(config.style)
+        evaluator["nsfw"] = asdict(config.nsfw)
     if config.evaluator.escalate == "openai":
         evaluator["escalate"] = {
             "base_url": config.evaluator.openai.base_url,

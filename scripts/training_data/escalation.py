@@ -40,12 +40,13 @@ def is_unsure(style: Mapping[str, Any] | None, band: tuple[float, float]) -> boo
     """Whether the local stages leave this style undecided: the one rule escalation follows.
 
     ``style`` is a judgement's ``measurements["style"]`` (None for a manifest-typed image, whose
-    type is trusted). Today: the Pillow classifier's photo probability lies within ``band``. A
-    later stage that settles an image sets its own ``stage`` and narrows this rule here.
+    type is trusted). The probability of the stage that decided lies within ``band``: the
+    learned stage's where it ran (``stage`` "learned"), else the Pillow classifier's.
     """
     if not style:
         return False
-    probability = style.get("photo_probability")
+    learned = style.get("stage") == "learned"  # the learned stage's own probability decided
+    probability = style.get("learned_photo_probability" if learned else "photo_probability")
     if not isinstance(probability, int | float) or isinstance(probability, bool):
         return False
     low, high = band
@@ -107,6 +108,9 @@ class EscalatingBackend:
         style["vision_model"] = {"quality_score": vision.quality_score, "issues": vision.issues}
         judgement.measurements["style"] = style
         judgement.note = vision.note
+        if "nsfw" in local.measurements:  # open_nsfw's score from the local pass still holds
+            judgement.measurements["nsfw"] = local.measurements["nsfw"]
+            judgement.issues += [issue for issue in local.issues if issue == "nsfw"]
         return judgement
 
 
@@ -119,7 +123,8 @@ def make_escalating_backend(config: Config) -> EscalatingBackend:
     """Raises FatalRunError, as the openai backend does, when the key is missing."""
     vision = OpenAIBackend(config.evaluator.openai, config.categories)
     band = (config.evaluator.unsure_min, config.evaluator.unsure_max)
-    return EscalatingBackend(LocalBackend(config.quality), vision, band)
+    local = LocalBackend(config.quality, config.style, config.nsfw)
+    return EscalatingBackend(local, vision, band)
 
 
 def escalation_record(

@@ -71,7 +71,7 @@ from PIL import (  # the plugins of READABLE_FORMATS: Image.open(formats=...) ne
     WebPImagePlugin,  # noqa: F401
 )
 
-from training_data.config import Config, QualityConfig
+from training_data.config import Config, NsfwConfig, QualityConfig, StyleConfig
 from training_data.dataset import TrainingImage
 from training_data.errors import ActorError, FatalRunError
 from training_data.files import DEFAULT_MAX_FILE_BYTES, UnreadableFile, read_regular_file
@@ -86,8 +86,10 @@ ISSUE_NAMES = (
     "too_bright",
     "low_information",
     "duplicate",
+    "nsfw",
 )
 UNUSABLE_ISSUES = frozenset({"unreadable", "duplicate", "too_small"})
+LOCAL_MODEL_ISSUES = frozenset({"nsfw"})  # open_nsfw's score: never asked of a vision model
 
 
 @dataclass
@@ -105,13 +107,21 @@ class ImageEvaluation:
     duplicate_of: str | None = None
     measurements: dict[str, Any] = field(default_factory=dict)
     note: str | None = None
+    # Issues the config makes unusable on top of UNUSABLE_ISSUES (`nsfw` with [nsfw] unusable).
+    configured_unusable: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @property
     def unusable(self) -> bool:
-        return bool(UNUSABLE_ISSUES.intersection(self.issues))
+        return bool(self.unusable_issues())
+
+    def unusable_issues(self) -> list[str]:
+        blocking = UNUSABLE_ISSUES | self.configured_unusable
+        return [issue for issue in self.issues if issue in blocking]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        document = asdict(self)
+        del document["configured_unusable"]
+        return document
 
 
 @dataclass
@@ -545,16 +555,31 @@ def quality_score(
 
 
 class LocalBackend:
-    """Offline and deterministic: Pillow pixel statistics plus the style classifier."""
+    """Offline and deterministic: Pillow pixel statistics plus the style cascade."""
 
     name = "local"
 
-    def __init__(self, quality: QualityConfig) -> None:
+    def __init__(
+        self,
+        quality: QualityConfig,
+        style: StyleConfig | None = None,
+        nsfw: NsfwConfig | None = None,
+    ) -> None:
         self.quality = quality
+        self.style = style or StyleConfig()
+        self.nsfw = nsfw or NsfwConfig()
         self._judged = 0
+        self._learned = 0
 
     def settings(self) -> dict[str, Any]:
-        return {"version": LOCAL_BACKEND_VERSION, "quality": asdict(self.quality)}
+        from training_data.style_learned import probe_version
+
+        return {
+            "version": LOCAL_BACKEND_VERSION,
+            "quality": asdict(self.quality),
+            "style": asdict(self.style) | {"probe": probe_version()},
+            "nsfw": asdict(self.nsfw),
+        }
 
     def judge(
         self, samples: list[ImageSample], categories: tuple[str, ...]
@@ -564,7 +589,7 @@ class LocalBackend:
         return judgements
 
     def usage(self) -> dict[str, Any]:
-        return {"images_judged": self._judged}
+        return {"images_judged": self._judged, "learned_stage": self._learned}
 
     def judge_as(self, sample: ImageSample, category: str) -> Judgement:
         """Defects and score as if ``category`` were known (decided by another stage)."""
@@ -575,15 +600,32 @@ class LocalBackend:
         levels = grey.histogram()
         stats = pixel_statistics(grey, levels)
         measurements = stats.to_measurements()
-        category = category or sample.trusted_type
         if category is None:
             # Imported here so the pixel checks work (and are testable) without the classifier.
-            from training_data.style import classify_style
+            from training_data.style_learned import judge_style
 
-            category, measurements["style"] = classify_style(sample.working, grey, levels)
+            verdict = judge_style(
+                sample.working, sample.trusted_type, grey, levels, self.style, self.nsfw.every_image
+            )
+            category = verdict.category
+            measurements["style"] = verdict.measurements
+            self._learned += verdict.measurements["stage"] == "learned"
+            nsfw = verdict.nsfw
+        else:  # decided by another stage: only the NSFW score may still be wanted
+            nsfw = self._nsfw_score(sample) if self.nsfw.every_image else None
         issues = quality_issues(stats, sample.width, sample.height, category, self.quality)
+        if nsfw is not None:
+            measurements["nsfw"] = round(nsfw, 3)
+            if nsfw >= self.nsfw.threshold:
+                issues.append("nsfw")
         score = quality_score(stats, sample.width, sample.height, issues, self.quality)
         return Judgement(category, score, issues, measurements)
+
+    @staticmethod
+    def _nsfw_score(sample: ImageSample) -> float:
+        from training_data.style_learned import style_model
+
+        return style_model().run(sample.working).nsfw
 
 
 def make_backend(config: Config) -> EvaluationBackend:
@@ -595,7 +637,7 @@ def make_backend(config: Config) -> EvaluationBackend:
         from training_data.escalation import make_escalating_backend
 
         return make_escalating_backend(config)
-    return LocalBackend(config.quality)
+    return LocalBackend(config.quality, config.style, config.nsfw)
 
 
 def _mean_and_std(histogram: Sequence[int]) -> tuple[float, float]:
@@ -894,7 +936,7 @@ def evaluate_actor(
     for sample, sha256, key in loaded:
         if key in cached:
             verdict = cached[key]
-            results[sample.number] = _evaluation(sample, sha256, verdict.judgement, config.quality)
+            results[sample.number] = _evaluation(sample, sha256, verdict.judgement, config)
             fingerprints[sample.number] = verdict.fingerprint
         else:
             pending.append(_Pending(sample, sha256, key, fingerprint_of(sample.working)))
@@ -904,9 +946,7 @@ def evaluate_actor(
         for item in pending:
             judgement = _checked(judgements.get(item.sample.number), item.sample, backend.name)
             verdicts[item.key] = CachedVerdict(judgement, item.fingerprint)
-            results[item.sample.number] = _evaluation(
-                item.sample, item.sha256, judgement, config.quality
-            )
+            results[item.sample.number] = _evaluation(item.sample, item.sha256, judgement, config)
             fingerprints[item.sample.number] = item.fingerprint
     finally:
         cache.put_many(verdicts)  # the valid ones even when another fails: they were paid for
@@ -959,11 +999,11 @@ def unreadable_evaluation(image: TrainingImage, error: UnreadableImage) -> Image
 
 
 def _evaluation(
-    sample: ImageSample, sha256: str, judgement: Judgement, quality: QualityConfig
+    sample: ImageSample, sha256: str, judgement: Judgement, config: Config
 ) -> ImageEvaluation:
     """A manifest type naming a configured category overrides the backend's (SPEC §2)."""
     issues = [issue for issue in judgement.issues if issue not in PIPELINE_ISSUES]
-    if min(sample.width, sample.height) < quality.min_side:
+    if min(sample.width, sample.height) < config.quality.min_side:
         issues.append("too_small")
     measurements = dict(judgement.measurements)
     measurements["type_source"] = "manifest" if sample.trusted_type else "evaluator"
@@ -978,7 +1018,12 @@ def _evaluation(
         sha256=sha256,
         measurements=measurements,
         note=judgement.note,
+        configured_unusable=configured_unusable(config),
     )
+
+
+def configured_unusable(config: Config) -> frozenset[str]:
+    return frozenset({"nsfw"}) if config.nsfw.unusable else frozenset()
 
 
 def _checked(judgement: Judgement | None, sample: ImageSample, backend_name: str) -> Judgement:

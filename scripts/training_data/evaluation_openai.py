@@ -37,7 +37,7 @@ from PIL import Image, ImageOps
 
 from training_data.config import OpenAIConfig
 from training_data.errors import ActorError, FatalRunError
-from training_data.evaluation import ISSUE_NAMES, ImageSample, Judgement
+from training_data.evaluation import ISSUE_NAMES, LOCAL_MODEL_ISSUES, ImageSample, Judgement
 from training_data.files import parse_json
 from training_data.report import SheetTile, render_sheet
 
@@ -55,7 +55,9 @@ ERROR_EXCERPT = 200
 REDACTED = "[redacted]"
 
 PIPELINE_ISSUES = frozenset({"unreadable", "duplicate"})
-JUDGED_ISSUES = tuple(issue for issue in ISSUE_NAMES if issue not in PIPELINE_ISSUES)
+JUDGED_ISSUES = tuple(
+    issue for issue in ISSUE_NAMES if issue not in PIPELINE_ISSUES | LOCAL_MODEL_ISSUES
+)
 RETRIED_STATUSES = frozenset({408, 409, 429})
 
 ISSUE_DEFINITIONS = {

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from training_data.config import PlanConfig, TargetConfig
-from training_data.evaluation import UNUSABLE_ISSUES, ImageEvaluation, keep_rank
+from training_data.evaluation import ImageEvaluation, keep_rank
 from training_data.wording import plural
 
 # An actor's state at the end of its step; the two others are "failed" and "skipped".
@@ -254,9 +254,7 @@ def _counted(label: str, count: int) -> str:
 
 def _unusable_label(image: ImageEvaluation, numbers: Mapping[str, int]) -> str:
     labels = []
-    for issue in image.issues:
-        if issue not in UNUSABLE_ISSUES:
-            continue
+    for issue in image.unusable_issues():
         if issue == "duplicate" and image.duplicate_of:
             original = numbers.get(image.duplicate_of)
             labels.append(
@@ -288,7 +286,7 @@ def _is_balanced(
 
 def _defect_removal(image: ImageEvaluation, targets: Mapping[str, int]) -> Removal | None:
     """Unusable images go first; so do images of a style the target mix does not include."""
-    defects = [issue for issue in image.issues if issue in UNUSABLE_ISSUES]
+    defects = image.unusable_issues()
     if defects:
         reasons = [
             f"duplicate of {image.duplicate_of}" if d == "duplicate" and image.duplicate_of else d

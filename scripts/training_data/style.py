@@ -102,10 +102,14 @@ def classify_style(
     measurements["photo_probability"] = round(photo_probability, 3)
     if photo_probability >= 0.5:
         return "photorealistic", measurements
-    measurements["chroma"] = _chroma(rgb)
-    if measurements["chroma"] < MONOCHROME_MAX_CHROMA:
-        return "bw_stylized", measurements
-    return "color_stylized", measurements
+    category, measurements["chroma"] = illustration_style(rgb)
+    return category, measurements
+
+
+def illustration_style(working: Image.Image) -> tuple[str, float]:
+    """An illustration's style (b/w when monochrome, else colour) and the chroma that decided."""
+    chroma = _chroma(working if working.mode == "RGB" else working.convert("RGB"))
+    return ("bw_stylized" if chroma < MONOCHROME_MAX_CHROMA else "color_stylized"), chroma
 
 
 def photo_likelihood(measurements: dict[str, float]) -> float:
