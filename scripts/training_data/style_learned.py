@@ -15,7 +15,14 @@ the full file were no better, and a second decode would cost more than the pass.
 
 The probe (``style_probe.json``) is fitted by ``scripts/fit_style_probe.py`` on the labelled set
 in tests/data/styles; its accuracy, leave-one-source-out, is printed by
-``scripts/measure_accuracy.py --cv``.
+``scripts/measure_accuracy.py --cv``. Measured on 349 images from 23 sources: statistics alone
+73.4%, cascade (band 0.2-0.8) 76.2%, probe on every image 77.9%; painted colour art 50% -> 61%
+(66% probe everywhere); photos of people get worse (79% -> 58%): the set still holds few of
+them. Tried and not better: L2 30 or 300 instead of 3000, square-rooted features, summing the
+two stages' logits, channel means and deviations of three earlier stages (72%). 55% of the
+labelled images (a hard set) reach the learned stage. Cost on one loaded core: statistics
+~1 ms per image, network and probe ~60-90 ms, model load ~0.2 s once per process
+(scripts/bench_style_stages.py).
 """
 
 from __future__ import annotations
