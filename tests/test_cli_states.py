@@ -231,8 +231,8 @@ def test_one_actor_reads_as_one_and_each_json_counts_only_its_own_images(make_da
     out = tmp_path / "out"
     result = run_cli("--all", "--data-dir", data_dir, "--output-dir", out, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert evaluation(out, "0000_actor")["evaluator"]["usage"] == {"images_judged": 20}
-    assert evaluation(out, "0001_small")["evaluator"]["usage"] == {"images_judged": 12}
+    assert evaluation(out, "0000_actor")["evaluator"]["usage"]["images_judged"] == 20
+    assert evaluation(out, "0001_small")["evaluator"]["usage"]["images_judged"] == 12
     assert "  Skipped: 0\n" in result.stdout
 
     single = tmp_path / "single"
