@@ -16,7 +16,13 @@ from conftest import REPO, cli_command, cli_env, run_cli
 from PIL import Image
 from werkzeug import Request, Response
 
-from training_data.config import Config, EvaluatorConfig, OpenAIConfig, QualityConfig
+from training_data.config import (
+    Config,
+    EvaluatorConfig,
+    OpenAIConfig,
+    QualityConfig,
+    StyleConfig,
+)
 from training_data.dataset import TrainingImage
 from training_data.errors import ActorError
 from training_data.escalation import VISION_STAGE, EscalatingBackend, is_unsure
@@ -28,7 +34,7 @@ from training_data.evaluation import (
     make_backend,
 )
 from training_data.evaluation_openai import OpenAIBackend
-from training_data.style import classify_style
+from training_data.style_learned import classify_style_cascade
 
 STYLES = REPO / "tests" / "data" / "styles"
 KEY = "sk-escalation-test-" + "e" * 20
@@ -46,6 +52,11 @@ def test_unsure_means_a_photo_probability_inside_the_band():
     assert not is_unsure(None, (low, high))  # manifest-typed: nothing to settle
     assert not is_unsure({}, (low, high))
     assert not is_unsure({"photo_probability": True}, (low, high))
+    # Where the learned stage decided, its own probability is the one that counts.
+    learned = {"stage": "learned", "photo_probability": 0.5, "learned_photo_probability": 0.95}
+    assert not is_unsure(learned, (low, high))
+    assert is_unsure(learned | {"learned_photo_probability": 0.6}, (low, high))
+    assert not is_unsure({"stage": "statistics", "photo_probability": 0.9}, (low, high))
 
 
 def labelled_images(unsure: bool, count: int) -> list[Path]:
@@ -53,7 +64,8 @@ def labelled_images(unsure: bool, count: int) -> list[Path]:
     found = []
     for path in sorted(STYLES.glob("*/*.jpg")):
         working = decode_working_image(path.read_bytes())[0]
-        if is_unsure(classify_style(working)[1], BAND) == unsure:
+        style = classify_style_cascade(working, None, None, StyleConfig().band).measurements
+        if is_unsure(style, BAND) == unsure:
             found.append(path)
         if len(found) == count:
             return found
@@ -130,7 +142,11 @@ def test_only_unsure_images_go_to_the_vision_model_and_it_decides_their_style(
             assert style["vision_model"] == {"quality_score": 4, "issues": []}
             assert image.note == "ink"
         else:
-            assert (image.type, style["stage"]) == (alone.type, "statistics")
+            assert (image.type, style["stage"]) == (
+                alone.type,
+                alone.measurements["style"]["stage"],
+            )
+            assert style["stage"] in ("statistics", "learned")
             assert image.quality_score == alone.quality_score and image.issues == alone.issues
     usage = backend.usage()
     assert (usage["images_judged"], usage["escalated"], usage["requests"]) == (5, 2, 2)

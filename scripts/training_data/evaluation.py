@@ -447,7 +447,7 @@ def keep_rank(image: ImageEvaluation) -> tuple[float, ...]:
     Of a wide shot and a close-up cut from it, the close-up shows the face best; without face
     measurements the larger file of equal quality is kept, not whichever came first.
     """
-    unusable = len(UNUSABLE_ISSUES.intersection(image.issues))
+    unusable = len(image.unusable_issues())
     face = image.measurements.get("face")
     face_issues = len(FACE_ISSUES.intersection(image.issues))
     height, sharpness = 0.0, 0.0
