@@ -3,8 +3,9 @@
     python scripts/measure_escalation.py                # default band [0.2, 0.8]
     python scripts/measure_escalation.py --band 0.3 0.7
 
-Each image of tests/data/styles goes through the pipeline's decode and the local style stage; it
-is escalated when training_data.escalation.is_unsure says so. Printed per category: the share
+Each image of tests/data/styles goes through the pipeline's decode and the local style stages
+(statistics, then the learned stage where they are unsure); it is escalated when
+training_data.escalation.is_unsure says so. Printed per category: the share
 escalated, and the local stage's accuracy on the images it keeps and on those it escalates (an
 escalation rule is good when the local stage is right on what it keeps and often wrong on what
 it sends). Requests per image: the share escalated (one request per escalated image in
@@ -22,9 +23,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
 from training_data import style  # noqa: E402
-from training_data.config import EvaluatorConfig  # noqa: E402
+from training_data.config import EvaluatorConfig, StyleConfig  # noqa: E402
 from training_data.escalation import is_unsure  # noqa: E402
 from training_data.evaluation import decode_working_image  # noqa: E402
+from training_data.style_learned import classify_style_cascade  # noqa: E402
 
 DATA = REPO / "tests" / "data" / "styles"
 
@@ -40,7 +42,8 @@ def main() -> None:
     for label in style.STYLES:
         for path in sorted((DATA / label).glob("*.jpg")):
             working, _, _ = decode_working_image(path.read_bytes())
-            category, measurements = style.classify_style(working)
+            verdict = classify_style_cascade(working, None, None, StyleConfig().band)
+            category, measurements = verdict.category, verdict.measurements
             where = "escalated" if is_unsure(measurements, band) else "kept"
             tally[label, where] += 1
             tally[label, f"{where} right"] += category == label
