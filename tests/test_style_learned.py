@@ -37,7 +37,7 @@ from training_data.style_learned import (
 
 DATA = Path(__file__).resolve().parent / "data" / "styles"
 LABELLED = sorted((path.parent.name, path) for path in DATA.glob("*/*.jpg"))
-BAND = StyleConfig().band
+BAND = StyleConfig(learned=True).band
 
 # Just under what the shipped cascade scores (81%) on every 4th labelled image that reaches the
 # learned stage. The probe saw these images, but is strongly regularised (its training accuracy

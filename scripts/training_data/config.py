@@ -96,7 +96,7 @@ class QualityConfig:
 class StyleConfig:
     """The local style cascade: the learned stage decides where the statistics are unsure."""
 
-    learned: bool = True
+    learned: bool = False  # opt-in: on photos of people it is less accurate than the statistics
     uncertain_low: float = 0.2
     uncertain_high: float = 0.8
 
