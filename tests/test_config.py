@@ -100,6 +100,13 @@ retries = 0
         ({"plan": {"min_total": "10"}}, "plan.min_total"),
         ({"plan": {"min_total": 25}}, "plan.min_total"),
         ({"plan": {"shrink": True}}, "plan.shrink"),
+        ({"subject": {"enabled": "no"}}, "subject.enabled"),
+        ({"subject": {"enabled": 0}}, "subject.enabled"),
+        ({"subject": {"min_face_height": 1.5}}, "subject.min_face_height"),
+        ({"subject": {"min_face_share": 0}}, "subject.min_face_share"),
+        ({"subject": {"counted_face_ratio": -0.5}}, "subject.counted_face_ratio"),
+        ({"subject": {"identity_threshold": "far"}}, "subject.identity_threshold"),
+        ({"subject": {"face_blur": 20}}, "subject.face_blur"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(raw, named):
@@ -198,3 +205,19 @@ def test_a_hostile_config_file_is_one_line(tmp_path, make, reason):
 
     with pytest.raises(ConfigError, match=re.escape(reason)):
         within(10, load_config, path)
+
+
+def test_subject_checks_are_on_by_default_and_a_table_turns_them_off_or_tunes_them(tmp_path):
+    assert Config().subject.enabled
+    path = tmp_path / "config.toml"
+    path.write_text("[subject]\nenabled = false\nidentity_threshold = 0.5\nmin_face_height = 1\n")
+    subject = load_config(path).subject
+    assert not subject.enabled
+    assert subject.identity_threshold == 0.5 and subject.min_face_height == 1.0
+    assert subject.face_blur_threshold == Config().subject.face_blur_threshold
+
+
+def test_result_settings_change_with_the_subject_thresholds():
+    stricter = parse_config({"subject": {"identity_threshold": 0.5}})
+    assert result_settings(stricter) != result_settings(Config())
+    assert result_settings(stricter)["evaluator"]["subject"]["identity_threshold"] == 0.5

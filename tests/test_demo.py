@@ -247,6 +247,53 @@ def test_defects_are_only_where_planted(demo):
             assert 60 < brightness < 215, (path, brightness)
 
 
+def _real_face_actors(demo: Path) -> list[str]:
+    """Actors with images whose manifest leaves the subject checks on."""
+    return [
+        actor
+        for actor in _actors(demo)
+        if _manifest(demo, actor)["images"] and "subject_checks" not in _manifest(demo, actor)
+    ]
+
+
+def test_one_actor_has_real_faces_with_three_planted_faults_and_the_drawn_ones_opt_out(demo):
+    real = _real_face_actors(demo)
+    assert len(real) == 1
+    drawn = [a for a in _actors(demo) if _manifest(demo, a).get("subject_checks") is False]
+    assert len(drawn) == len(_actors(demo)) - 2  # and the actor without images
+    entries = _manifest(demo, real[0])["images"]
+    planted = {entry.get("demo_planted") for entry in entries.values()} - {None}
+    assert planted == {"other_person", "no_face", "face_cut_off"}
+    types = [entry["type"] for entry in entries.values()]
+    assert [types.count(category) for category in DEFAULT_MIX] == [5, 2, 1]
+    for path in _image_files(demo, real[0]):
+        with Image.open(path) as image:
+            assert min(image.size) >= 256, path
+    assert len(list((demo / "actors" / real[0] / "base_image").iterdir())) == 1
+
+
+def test_exactly_the_real_actors_planted_faults_are_unusable(demo, tmp_path):
+    from training_data.config import Config
+    from training_data.dataset import Actor, list_training_images, read_manifest
+    from training_data.evaluation import EvaluationCache, evaluate_actor
+    from training_data.pipeline import base_images, make_backend
+
+    [name] = _real_face_actors(demo)
+    actor = Actor(name, demo / "actors" / name)
+    images = list_training_images(actor, read_manifest(actor))
+    config = Config()
+    cache = EvaluationCache(tmp_path / "cache")
+    evaluation = evaluate_actor(images, config, make_backend(config), cache, base_images(actor))
+    planted = {
+        filename: entry["demo_planted"]
+        for filename, entry in _manifest(demo, name)["images"].items()
+        if "demo_planted" in entry
+    }
+    unusable = {image.filename: image.issues for image in evaluation.images if image.unusable}
+    assert unusable == {filename: [issue] for filename, issue in planted.items()}
+    assert evaluation.evaluator["checks"]["subject"]["identity"] == "base_image"
+
+
 def start_creator(data_dir: Path, **popen: Any) -> subprocess.Popen:
     """A separate process creating the demo dataset, to be killed or interrupted mid-way."""
     command = (

@@ -31,9 +31,9 @@ from training_data.evaluation import (
     LocalBackend,
     decode_working_image,
     evaluate_actor,
-    make_backend,
 )
 from training_data.evaluation_openai import OpenAIBackend
+from training_data.pipeline import make_backend
 from training_data.style_learned import classify_style_cascade
 
 STYLES = REPO / "tests" / "data" / "styles"

@@ -36,8 +36,8 @@ from training_data.evaluation import (
     LocalBackend,
     decode_working_image,
     evaluate_actor,
-    make_backend,
 )
+from training_data.pipeline import make_backend
 
 PHOTO = "photorealistic"
 BW = "bw_stylized"

@@ -115,6 +115,22 @@ class NsfwConfig:
 
 
 @dataclass(frozen=True)
+class SubjectConfig:
+    """Thresholds of the local evaluator's subject (face) checks; off for non-person datasets."""
+
+    enabled: bool = True
+    min_face_height: float = 0.10  # face_too_small: face box height / image height below this
+    counted_face_ratio: float = 0.5  # a further face counts from this share of the main face
+    face_blur_threshold: float = 25.0  # face_blurry: sharpness of the face below this
+    identity_threshold: float = 0.6  # other_person: embedding distance above this
+    stylized_identity_threshold: float = 0.8  # the same on a drawing (its embedding is rougher)
+    min_face_share: float = 0.3  # share of the actor's photos with a face: else not a person
+
+
+SHARES = ("subject.min_face_height", "subject.counted_face_ratio", "subject.min_face_share")
+
+
+@dataclass(frozen=True)
 class OpenAIConfig:
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-4.1-mini"
@@ -182,6 +198,7 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     style: StyleConfig = field(default_factory=StyleConfig)
     nsfw: NsfwConfig = field(default_factory=NsfwConfig)
+    subject: SubjectConfig = field(default_factory=SubjectConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     prompts: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
@@ -278,6 +295,8 @@ def _value(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"config key '{key}' must be a number")
         if not math.isfinite(value) or value < 0 or (value == 0 and key != "target.tolerance"):
             raise ConfigError(f"config key '{key}' is out of range: {value}")
+        if key in SHARES and value > 1:
+            raise ConfigError(f"config key '{key}' is a share of 1, out of range: {value}")
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str) or not value:
@@ -429,6 +448,7 @@ def result_settings(config: Config) -> dict[str, Any]:
         evaluator["quality"] = asdict(config.quality)
         evaluator["style"] = asdict(config.style)
         evaluator["nsfw"] = asdict(config.nsfw)
+        evaluator["subject"] = asdict(config.subject)
     if config.evaluator.escalate == "openai":
         evaluator["escalate"] = {
             "base_url": config.evaluator.openai.base_url,

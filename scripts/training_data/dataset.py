@@ -364,6 +364,8 @@ def _manifest_shape_problem(document: Any) -> str | None:
         return '"removed_images" must be an object'
     if not isinstance(document.get("generations", []), list):
         return '"generations" must be a list'
+    if not isinstance(document.get("subject_checks", True), bool):
+        return '"subject_checks" must be true or false'
     return None
 
 

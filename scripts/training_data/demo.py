@@ -1,5 +1,12 @@
 """The ``--demo`` dataset of SPEC §9: a few dozen actors drawn with Pillow, defects planted.
 
+One actor is real: public-domain photos of a person (``faces_data/``, sources and licences in
+its SOURCES.md), with a photo of another person, one without a face and one with the face cut
+off planted, and drawings the local generator made from the good photos. It shows the subject
+checks at work. The drawn actors' manifests turn the subject checks off
+(``"subject_checks": false``): the detector finds some of their drawn faces and not others, and
+the rest of the demo shows the other rules.
+
 Everything comes from one seed, so every creation gives byte-identical files (with the same
 Pillow build). Every image has a manifest ``type``, so the demo's categories are exact and the
 evaluator's verdicts on quality and defects are what a first run shows. The one download in the
@@ -23,6 +30,7 @@ from typing import Any
 
 from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFilter, ImageOps, ImageStat
 
+from training_data.dataset import Actor
 from training_data.errors import FatalRunError
 
 DEMO_DATA_DIR = Path("debug/demo_data")
@@ -48,6 +56,7 @@ class ActorRecipe:
     color: int
     defects: tuple[str, ...] = ()
     base_image: bool = False
+    real_faces: bool = False
 
 
 SPECIAL_RECIPES = (
@@ -65,6 +74,15 @@ SPECIAL_RECIPES = (
     ActorRecipe("no training images", 0, 0, 0),
     ActorRecipe("wrong mix: 18/1/1", 18, 1, 1),
     ActorRecipe("wrong mix: 8/8/4", 8, 8, 4, base_image=True),
+    ActorRecipe(
+        "real faces: another person, no face, face cut off",
+        5,
+        2,
+        1,
+        ("other_person", "no_face", "face_cut_off"),
+        base_image=True,
+        real_faces=True,
+    ),
 )
 ORDINARY_RECIPES = (
     ActorRecipe("balanced: 13/4/3", 13, 4, 3),
@@ -170,12 +188,9 @@ def write_demo_dataset(root: Path) -> None:
     actors_data = []
     for name, recipe in demo_recipes():
         _write_actor(root / "actors" / name, name, recipe, palette)
+        descriptor = FACE_DESCRIPTOR if recipe.real_faces else "a fictional demo person"
         actors_data.append(
-            {
-                "name": name,
-                "descriptor": "a fictional demo person",
-                "demo_scenario": recipe.scenario,
-            }
+            {"name": name, "descriptor": descriptor, "demo_scenario": recipe.scenario}
         )
     _write_json(root / "actorsData.json", actors_data)
 
@@ -193,6 +208,9 @@ class _Look:
 
 
 def _write_actor(folder: Path, name: str, recipe: ActorRecipe, palette: _Palette) -> None:
+    if recipe.real_faces:
+        _write_face_actor(folder, name)
+        return
     rng = random.Random(f"{DEMO_SEED}/{name}")
     number = int(name[:4])
     look = _Look(
@@ -240,7 +258,9 @@ def _write_actor(folder: Path, name: str, recipe: ActorRecipe, palette: _Palette
         if rng.random() < 0.4:
             caption = CAPTIONS[category].format(number=number)
             (training_dir / filename).with_suffix(".txt").write_text(caption + "\n")
-    _write_json(training_dir / "manifest.json", {"actor_id": name, "images": entries})
+    # Drawn faces: some found by the detector, some not; the face checks are for the real actor.
+    manifest = {"actor_id": name, "subject_checks": False, "images": entries}
+    _write_json(training_dir / "manifest.json", manifest)
 
 
 def _suffix(category: str, rng: random.Random) -> str:
@@ -286,6 +306,54 @@ def _image_file(
         whole = _jpeg(drawn)
         return whole[: len(whole) * 2 // 5]  # a download cut short
     return _png(drawn) if suffix == ".png" else _jpeg(drawn)
+
+
+# --- the actor with real faces ------------------------------------------------------------------
+
+FACES_DIR = Path(__file__).resolve().parent / "faces_data"
+FACE_DESCRIPTOR = "Barack Obama (public-domain White House photos)"
+# Distinct photos only: a mirror or a crop of one photo is a duplicate of it (re-crop check).
+FACE_PHOTOS = ("obama_flags", "obama_office")
+FACE_PLANTED = {"other_person": "biden", "no_face": "rocket", "face_cut_off": "obama_half_face"}
+FACE_BASE = "obama_podium"  # the half face is cut from it: in the set, it would be a duplicate
+
+
+def _write_face_actor(folder: Path, name: str) -> None:
+    """Two good photos, the three planted ones, and two ink drawings and a painting of the
+    good photos made by the local generator, in a shuffled order; the base image gives the
+    identity."""
+    from training_data.generation import GenerationRequest, LocalGenerator
+
+    rng = random.Random(f"{DEMO_SEED}/{name}")
+    training_dir = folder / "training_data"
+    training_dir.mkdir(parents=True)
+    base_dir = folder / "base_image"
+    base_dir.mkdir()
+    shutil.copyfile(FACES_DIR / f"{FACE_BASE}.jpg", base_dir / f"{name}_base.jpg")
+    items: list[tuple[str, str | None, str | None]] = [
+        (PHOTO, None, source) for source in FACE_PHOTOS
+    ]
+    items += [(PHOTO, defect, source) for defect, source in FACE_PLANTED.items()]
+    items += [(BW, None, None)] * 2 + [(COLOR, None, None)]
+    rng.shuffle(items)
+    entries: dict[str, dict[str, Any]] = {}
+    for index, (category, defect, source) in enumerate(items, start=1):
+        entry: dict[str, Any] = {"type": category}
+        if source is not None:
+            shutil.copyfile(FACES_DIR / f"{source}.jpg", training_dir / f"{name}_{index}.jpg")
+        if defect:
+            entry["demo_planted"] = defect
+        entries[f"{name}_{index}.jpg"] = entry
+    sources = tuple(FACES_DIR / f"{source}.jpg" for source in FACE_PHOTOS)
+    generator, variants = LocalGenerator(), {BW: 0, COLOR: 0}
+    for index, (category, _, source) in enumerate(items, start=1):
+        if source is None:
+            prompt, variant = PROMPTS[category], variants[category]
+            request = GenerationRequest(Actor(name, folder), category, prompt, sources, variant)
+            variants[category] += 1
+            (training_dir / f"{name}_{index}.jpg").write_bytes(generator.generate(request))
+            entries[f"{name}_{index}.jpg"]["prompt"] = PROMPTS[category]
+    _write_json(training_dir / "manifest.json", {"actor_id": name, "images": entries})
 
 
 # --- drawing -----------------------------------------------------------------------------------

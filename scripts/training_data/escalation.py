@@ -123,7 +123,7 @@ def make_escalating_backend(config: Config) -> EscalatingBackend:
     """Raises FatalRunError, as the openai backend does, when the key is missing."""
     vision = OpenAIBackend(config.evaluator.openai, config.categories)
     band = (config.evaluator.unsure_min, config.evaluator.unsure_max)
-    local = LocalBackend(config.quality, config.style, config.nsfw)
+    local = LocalBackend(config.quality, config.style, config.nsfw, config.subject, config=config)
     return EscalatingBackend(local, vision, band)
 
 

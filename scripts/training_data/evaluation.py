@@ -71,10 +71,12 @@ from PIL import (  # the plugins of READABLE_FORMATS: Image.open(formats=...) ne
     WebPImagePlugin,  # noqa: F401
 )
 
-from training_data.config import Config, NsfwConfig, QualityConfig, StyleConfig
+from training_data.checks import ActorImages, Check, Finding, ImageView, capped
+from training_data.config import Config, NsfwConfig, QualityConfig, StyleConfig, SubjectConfig
 from training_data.dataset import TrainingImage
 from training_data.errors import ActorError, FatalRunError
 from training_data.files import DEFAULT_MAX_FILE_BYTES, UnreadableFile, read_regular_file
+from training_data.subject import SUBJECT_CHECK
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ ISSUE_NAMES = (
     "duplicate",
     "nsfw",
 )
-UNUSABLE_ISSUES = frozenset({"unreadable", "duplicate", "too_small"})
+UNUSABLE_ISSUES = frozenset({"unreadable", "duplicate", "too_small"})  # in every category
 LOCAL_MODEL_ISSUES = frozenset({"nsfw"})  # open_nsfw's score: never asked of a vision model
 
 
@@ -115,7 +117,7 @@ class ImageEvaluation:
         return bool(self.unusable_issues())
 
     def unusable_issues(self) -> list[str]:
-        blocking = UNUSABLE_ISSUES | self.configured_unusable
+        blocking = category_unusable(self.type) | self.configured_unusable
         return [issue for issue in self.issues if issue in blocking]
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +146,7 @@ class ImageSample:
     width: int
     height: int
     trusted_type: str | None
+    checks_off: frozenset[str] = frozenset()  # local checks the actor's manifest turned off
 
 
 @dataclass
@@ -182,7 +185,7 @@ MAX_PIXELS = 64_000_000
 DECODE_BLOCK_MAX = 8 * 1024 * 1024
 READABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")  # JPEG includes multi-picture (MPO)
 NEAR_DUPLICATE_COLOUR_DISTANCE = 6.0
-LOCAL_BACKEND_VERSION = 2
+LOCAL_BACKEND_VERSION = 3
 PHOTO_CATEGORY = "photorealistic"
 MID_GREY = 128
 FULL_TONAL_RANGE = 160
@@ -201,7 +204,6 @@ ORIENTATION_TRANSPOSE = {
 }
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 PIPELINE_ISSUES = frozenset({"unreadable", "duplicate"})
-ISSUE_ORDER = {issue: index for index, issue in enumerate(ISSUE_NAMES)}
 CACHE_DATABASE_NAME = "evaluations.sqlite3"
 CACHE_BUSY_TIMEOUT_SECONDS = 60.0
 CACHE_KEYS_PER_QUERY = 500  # under SQLite's oldest limit of 999 parameters
@@ -432,9 +434,7 @@ def find_duplicates(
     return duplicate_of
 
 
-FACE_ISSUES = frozenset(
-    {"no_face", "multiple_faces", "face_too_small", "face_cut_off", "face_blurry", "other_person"}
-)
+FACE_ISSUES = frozenset(SUBJECT_CHECK.issues)
 FACE_HEIGHT_STEP = 0.05  # face heights closer than this count as equal; sharpness decides
 
 
@@ -554,8 +554,44 @@ def quality_score(
     return min([score, *(SCORE_CAPS[issue] for issue in issues if issue in SCORE_CAPS)])
 
 
+def inspect_pixels(view: ImageView, quality: QualityConfig) -> Finding:
+    """The frame's statistics, defects and score (the local evaluator's quality check)."""
+    stats = pixel_statistics(view.grey, view.histogram)
+    issues = quality_issues(stats, view.width, view.height, view.category, quality)
+    score = quality_score(stats, view.width, view.height, issues, quality)
+    return Finding(issues, stats.to_measurements(), score)
+
+
+PIXEL_CHECK = Check(
+    name="pixels",
+    section="quality",
+    issues=("too_small", "blurry", "too_dark", "too_bright", "low_information"),
+    needs=frozenset({"working", "grey"}),
+    inspect=inspect_pixels,
+    score_caps=SCORE_CAPS,
+)
+
+# The local evaluator's checks, in the order they run: a new check is one more entry.
+LOCAL_CHECKS: tuple[Check, ...] = (PIXEL_CHECK, SUBJECT_CHECK)
+ALL_ISSUES = tuple(
+    dict.fromkeys([*ISSUE_NAMES, *(issue for check in LOCAL_CHECKS for issue in check.issues)])
+)
+ALL_SCORE_CAPS = {issue: cap for check in LOCAL_CHECKS for issue, cap in check.score_caps.items()}
+
+
+def category_unusable(category: str | None) -> frozenset[str]:
+    """The issues that make an image of ``category`` unusable in every configuration (the plan
+    removes it first): UNUSABLE_ISSUES and what the checks declare for the category."""
+    issues = set(UNUSABLE_ISSUES)
+    for check in LOCAL_CHECKS:
+        for issue, categories in check.unusable.items():
+            if categories is None or category in categories:
+                issues.add(issue)
+    return frozenset(issues)
+
+
 class LocalBackend:
-    """Offline and deterministic: Pillow pixel statistics plus the style cascade."""
+    """Offline and deterministic: the style cascade, then every check of LOCAL_CHECKS."""
 
     name = "local"
 
@@ -564,19 +600,31 @@ class LocalBackend:
         quality: QualityConfig,
         style: StyleConfig | None = None,
         nsfw: NsfwConfig | None = None,
+        subject: SubjectConfig | None = None,
+        *,
+        config: Config | None = None,
     ) -> None:
+        """``subject`` None: the subject checks are off (as with ``enabled = false``). Every
+        other check's settings come from its section of ``config`` (the defaults without one),
+        so a new check needs no change here."""
         self.quality = quality
         self.style = style or StyleConfig()
         self.nsfw = nsfw or NsfwConfig()
+        defaults = config or Config()
+        self.sections: dict[str, Any] = {
+            check.section: getattr(defaults, check.section) for check in LOCAL_CHECKS
+        }
+        self.sections |= {"quality": quality, "subject": subject or SubjectConfig(enabled=False)}
         self._judged = 0
         self._learned = 0
 
     def settings(self) -> dict[str, Any]:
         from training_data.style_learned import probe_version
 
+        sections = {name: asdict(section) for name, section in self.sections.items()}
         return {
             "version": LOCAL_BACKEND_VERSION,
-            "quality": asdict(self.quality),
+            **sections,
             "style": asdict(self.style) | {"probe": probe_version()},
             "nsfw": asdict(self.nsfw),
         }
@@ -596,30 +644,49 @@ class LocalBackend:
         return self._judge_one(sample, category)
 
     def _judge_one(self, sample: ImageSample, category: str | None = None) -> Judgement:
-        grey = sample.working.convert("L")  # made once: the statistics and the classifier read it
-        levels = grey.histogram()
-        stats = pixel_statistics(grey, levels)
-        measurements = stats.to_measurements()
+        # The grey image and its histogram are made once: the checks and the classifier read them.
+        view = ImageView(sample.working, sample.width, sample.height, category or "")
+        measurements: dict[str, Any] = {}
         if category is None:
             # Imported here so the pixel checks work (and are testable) without the classifier.
             from training_data.style_learned import judge_style
 
             verdict = judge_style(
-                sample.working, sample.trusted_type, grey, levels, self.style, self.nsfw.every_image
+                sample.working,
+                sample.trusted_type,
+                view.grey,
+                view.histogram,
+                self.style,
+                self.nsfw.every_image,
             )
-            category = verdict.category
+            view.category = verdict.category
             measurements["style"] = verdict.measurements
             self._learned += verdict.measurements["stage"] == "learned"
             nsfw = verdict.nsfw
         else:  # decided by another stage: only the NSFW score may still be wanted
             nsfw = self._nsfw_score(sample) if self.nsfw.every_image else None
-        issues = quality_issues(stats, sample.width, sample.height, category, self.quality)
+        issues: list[str] = []
+        scores: list[int] = []
+        for check in self.checks(sample.checks_off):
+            finding = check.inspect(view, self.sections[check.section])
+            issues += finding.issues
+            measurements |= finding.measurements
+            if finding.score is not None:
+                scores.append(finding.score)
         if nsfw is not None:
             measurements["nsfw"] = round(nsfw, 3)
             if nsfw >= self.nsfw.threshold:
                 issues.append("nsfw")
-        score = quality_score(stats, sample.width, sample.height, issues, self.quality)
-        return Judgement(category, score, issues, measurements)
+        score = capped(min(scores, default=10), issues, SCORE_CAPS)
+        return Judgement(view.category, score, issues, measurements)
+
+    def checks(self, off: frozenset[str] = frozenset()) -> list[Check]:
+        """The enabled checks, less those an actor's manifest turned ``off``."""
+        return [
+            check
+            for check in LOCAL_CHECKS
+            if check.enabled(self.sections[check.section]) and check.name not in off
+        ]
 
     @staticmethod
     def _nsfw_score(sample: ImageSample) -> float:
@@ -628,16 +695,24 @@ class LocalBackend:
         return style_model().run(sample.working).nsfw
 
 
-def make_backend(config: Config) -> EvaluationBackend:
-    if config.evaluator.backend == "openai":
-        from training_data.evaluation_openai import OpenAIBackend
-
-        return OpenAIBackend(config.evaluator.openai, config.categories)
-    if config.evaluator.escalate == "openai":
-        from training_data.escalation import make_escalating_backend
-
-        return make_escalating_backend(config)
-    return LocalBackend(config.quality, config.style, config.nsfw)
+def review_actor(
+    evaluations: Sequence[ImageEvaluation], config: Config, actor: ActorImages
+) -> dict[str, Any]:
+    """Every enabled check's review of the actor's set; their summaries by check name."""
+    summaries = {}
+    for check in LOCAL_CHECKS:
+        settings = getattr(config, check.section)
+        if (
+            check.review is not None
+            and check.enabled(settings)
+            and check.name not in actor.checks_off
+        ):
+            summary = check.review(evaluations, settings, actor)
+            if summary is not None:
+                summaries[check.name] = summary
+    for evaluation in evaluations:
+        evaluation.issues = _ordered(evaluation.issues)
+    return summaries
 
 
 def _mean_and_std(histogram: Sequence[int]) -> tuple[float, float]:
@@ -912,13 +987,19 @@ def evaluate_actor(
     config: Config,
     backend: EvaluationBackend,
     cache: EvaluationCache,
+    references: Sequence[Path] = (),
+    checks_off: frozenset[str] = frozenset(),
 ) -> ActorEvaluation:
     """Evaluate one actor's images: cached verdicts are reused, the rest go to ``backend.judge``
-    in one call; then trusted types, ``too_small`` and duplicates are applied."""
+    in one call; then trusted types, ``too_small``, the checks' reviews of the whole set (with
+    the actor's ``references``, its base images; ``checks_off``: turned off by its manifest) and
+    duplicates are applied."""
     categories = config.categories
     usage_before = backend.usage()
     settings = backend.settings()
     digest = evaluator_digest(backend.name, settings, categories, config.quality)
+    if checks_off:  # a verdict judged without them is not one judged with them
+        digest = hashlib.sha256(f"{digest}:off:{sorted(checks_off)}".encode()).hexdigest()
     results: dict[int, ImageEvaluation] = {}
     fingerprints: dict[int, Fingerprint] = {}
     thumbnails: dict[int, Image.Image] = {}
@@ -929,6 +1010,7 @@ def evaluate_actor(
         except UnreadableImage as error:
             results[image.number] = unreadable_evaluation(image, error)
             continue
+        sample.checks_off = checks_off
         thumbnails[image.number] = sample.working
         loaded.append((sample, sha256, cache_key(sha256, digest, sample.trusted_type)))
     cached = cache.get_many([key for _, _, key in loaded])
@@ -951,6 +1033,8 @@ def evaluate_actor(
     finally:
         cache.put_many(verdicts)  # the valid ones even when another fails: they were paid for
     evaluations = [results[number] for number in sorted(results)]
+    actor = ActorImages(thumbnails, tuple(references), ALL_SCORE_CAPS, checks_off)
+    reviews = review_actor(evaluations, config, actor)
     # Imported here: OpenCV takes 0.3-0.7 s to import, which --stats and --help need not pay.
     from training_data.recrops import PairCache, RecropDetector
 
@@ -971,6 +1055,8 @@ def evaluate_actor(
         "judged": len(pending),
         "usage": usage_since(usage_before, backend.usage()),
     }
+    if reviews:
+        evaluator["checks"] = reviews
     return ActorEvaluation(images=evaluations, thumbnails=thumbnails, evaluator=evaluator)
 
 
@@ -1039,6 +1125,9 @@ def _checked(judgement: Judgement | None, sample: ImageSample, backend_name: str
     return judgement
 
 
+ISSUE_ORDER = {issue: index for index, issue in enumerate(ALL_ISSUES)}
+
+
 def _ordered(issues: Sequence[str]) -> list[str]:
-    """Known issues, each once, in ISSUE_NAMES order."""
+    """Known issues, each once, in ALL_ISSUES order."""
     return sorted({issue for issue in issues if issue in ISSUE_ORDER}, key=ISSUE_ORDER.__getitem__)

@@ -2,7 +2,9 @@
 
 ``local`` is offline and Pillow-only: it turns one of the actor's photos into an ink, pencil or
 woodcut drawing (``bw_stylized``) or a cel, poster or pop-art painting (``color_stylized``). It
-cannot make photorealistic images. ``replicate`` calls the Replicate HTTP API. Each request
+cannot make photorealistic images. It never cuts the face: its crop is placed around the face
+found in the source (with room for hair and chin), and zooms out as far as that needs.
+``replicate`` calls the Replicate HTTP API. Each request
 carries a ``variant`` number that changes the crop, the mirror and the technique, so that two
 images of one actor and category are never near-duplicates of each other.
 
@@ -32,6 +34,7 @@ import base64
 import binascii
 import contextlib
 import io
+import math
 import os
 import random
 import re
@@ -61,6 +64,9 @@ MIN_SOURCE_SIDE = 256  # an upscaled thumbnail would only pass for a training im
 ZOOMS = (1.0, 0.8, 0.88, 0.72, 0.94, 0.66)
 JPEG_QUALITY = 92
 SPOT_BLACK_SHARE = 0.15  # the darkest share of a colour painting is inked solid black
+FACE_SEARCH_SIDE = 256  # the source is searched for a face at the evaluator's working size
+# Room kept around the detected face box (which spans brows to chin), in face heights.
+HEAD_ROOM = {"left": 0.35, "top": 0.6, "right": 0.35, "bottom": 0.35}
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,11 @@ class LocalGenerator:
                 f"({picture.width}x{picture.height}, under {MIN_SOURCE_SIDE} px)"
             )
         rng = random.Random(f"{request.actor.name}/{request.category}/{request.variant}")
-        photo = _framed(picture, request.variant, rng)
+        face = face_box(picture)
+        if face is not None:
+            picture = _toned_for(picture, face)
+        head = _with_head_room(face, picture.size) if face is not None else None
+        photo = _framed(picture, request.variant, rng, head)
         render = BW_TECHNIQUES if request.category == "bw_stylized" else COLOR_TECHNIQUES
         technique = render[(request.variant // 2) % len(render)]
         return jpeg_bytes(technique(photo, rng))
@@ -149,13 +159,70 @@ def read_source(path: Path) -> Image.Image:
         raise ActorError(f"cannot read source image {path.name}: {error}") from None
 
 
-def _framed(photo: Image.Image, variant: int, rng: random.Random) -> Image.Image:
-    """A crop, zoom and mirror chosen by the variant: the main reason two outputs differ."""
+def face_box(photo: Image.Image) -> tuple[int, int, int, int] | None:
+    """The largest face's box in ``photo`` pixels, inside the picture; None without a face
+    (the crop is then free)."""
+    from training_data.faces import find_faces
+
+    small = photo.copy()
+    small.thumbnail((FACE_SEARCH_SIDE, FACE_SEARCH_SIDE), Image.Resampling.BOX)
+    found = find_faces(small, 1) or find_faces(small, 2)
+    if not found:
+        return None
+    scale = photo.width / small.width
+    left, top, right, bottom = (value * scale for value in found[0].box)
+    return (
+        max(0, math.floor(left)),
+        max(0, math.floor(top)),
+        min(photo.width, math.ceil(right)),
+        min(photo.height, math.ceil(bottom)),
+    )
+
+
+def _with_head_room(
+    box: tuple[int, int, int, int], size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """The face box widened by HEAD_ROOM (hair, chin, ears), kept inside the picture."""
+    left, top, right, bottom = box
+    height = bottom - top
+    return (
+        max(0, math.floor(left - HEAD_ROOM["left"] * height)),
+        max(0, math.floor(top - HEAD_ROOM["top"] * height)),
+        min(size[0], math.ceil(right + HEAD_ROOM["right"] * height)),
+        min(size[1], math.ceil(bottom + HEAD_ROOM["bottom"] * height)),
+    )
+
+
+def _toned_for(photo: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+    """Levels stretched so that the face spans the tonal range: every technique thresholds
+    tones, and a face much lighter or darker than the rest of the picture would dissolve."""
+    grey = photo.convert("L").crop(box)
+    low, high = _percentile(grey, 0.02), _percentile(grey, 0.98)
+    if high - low < 8:
+        return photo
+    scale = 255 / (high - low)
+    return photo.point([min(255, max(0, round((v - low) * scale))) for v in range(256)] * 3)
+
+
+def _framed(
+    photo: Image.Image,
+    variant: int,
+    rng: random.Random,
+    keep: tuple[int, int, int, int] | None = None,
+) -> Image.Image:
+    """A crop, zoom and mirror chosen by the variant: the main reason two outputs differ. The
+    crop holds the ``keep`` box (the head) whole: it zooms out as far as that needs."""
     zoom = ZOOMS[(variant + variant // len(ZOOMS)) % len(ZOOMS)]
     width, height = photo.size
+    if keep is not None:
+        zoom = max(zoom, (keep[2] - keep[0]) / width, (keep[3] - keep[1]) / height)
     crop_w, crop_h = max(1, round(width * zoom)), max(1, round(height * zoom))
-    left = rng.randint(0, width - crop_w)
-    top = rng.randint(0, height - crop_h)
+    left_range, top_range = (0, width - crop_w), (0, height - crop_h)
+    if keep is not None:
+        left_range = (max(0, keep[2] - crop_w), min(keep[0], width - crop_w))
+        top_range = (max(0, keep[3] - crop_h), min(keep[1], height - crop_h))
+    left = rng.randint(*left_range)
+    top = rng.randint(*top_range)
     framed = photo.crop((left, top, left + crop_w, top + crop_h))
     if variant % 2:
         framed = ImageOps.mirror(framed)

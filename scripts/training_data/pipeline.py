@@ -27,8 +27,9 @@ from training_data.evaluation import (
     ActorEvaluation,
     EvaluationBackend,
     EvaluationCache,
+    ImageEvaluation,
+    LocalBackend,
     evaluate_actor,
-    make_backend,
 )
 from training_data.execute import ExecutionResult, apply_plan, recover
 from training_data.generation import Generator, LocalGenerator, make_generator
@@ -42,9 +43,11 @@ from training_data.plan import (
 )
 from training_data.report import evaluation_document, write_composite, write_evaluation_json
 from training_data.review_site import ReviewSite
+from training_data.subject import ISSUES, SUBJECT_CHECK_NAME
 from training_data.wording import plural
 
 NO_IMAGES = "no training images"
+FACE_FAULTS = frozenset(ISSUES)  # a generator source shows one whole, sharp face of the actor
 
 
 @dataclass
@@ -92,6 +95,20 @@ class ActorOutcome:
     lines: list[str] = field(default_factory=list)
 
 
+def make_backend(config: Config) -> EvaluationBackend:
+    """The configured evaluator. Made here, not in evaluation.py, so that evaluation.py never
+    imports evaluation_openai (which imports evaluation and report): imports stay one-way."""
+    if config.evaluator.backend == "openai":
+        from training_data.evaluation_openai import OpenAIBackend
+
+        return OpenAIBackend(config.evaluator.openai, config.categories)
+    if config.evaluator.escalate == "openai":
+        from training_data.escalation import make_escalating_backend
+
+        return make_escalating_backend(config)
+    return LocalBackend(config.quality, config.style, config.nsfw, config.subject, config=config)
+
+
 def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
     recovered = recover(actor)  # finish what an interrupted execute left half done
     images = load_training_images(actor, context.session, context.config.download)
@@ -104,7 +121,10 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
             lines=[f"  state: {SKIPPED} ({NO_IMAGES})"],
         )
     spent_before = context.backend.usage()
-    evaluation = evaluate_actor(images, context.config, context.backend, context.cache)
+    references, checks_off = base_images(actor), checks_turned_off(read_manifest(actor))
+    evaluation = evaluate_actor(
+        images, context.config, context.backend, context.cache, references, checks_off
+    )
     if context.config.evaluator.escalate != "none":
         from training_data.escalation import escalation_record
 
@@ -154,16 +174,28 @@ def generator_ability(config: Config, *, has_source: bool) -> GeneratorAbility:
 
 
 def _has_source(actor: Actor, evaluation: ActorEvaluation) -> bool:
-    """A usable photo or a base image: what every generator starts from."""
-    if any(i.type == "photorealistic" and not i.unusable for i in evaluation.images):
-        return True
+    """A source photo or a base image: what every generator starts from."""
+    return any(is_source_photo(image) for image in evaluation.images) or bool(base_images(actor))
+
+
+def base_images(actor: Actor) -> list[Path]:
+    """The actor's reference pictures (``base_image/``): the identity the face checks compare,
+    and the generator's source when no photo is one."""
     try:
-        return any(
-            path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-            for path in actor.base_image_dir.iterdir()
-        )
+        paths = actor.base_image_dir.iterdir()
+        return sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     except OSError:
-        return False
+        return []
+
+
+def is_source_photo(image: ImageEvaluation) -> bool:
+    """A usable photo; when the subject checks saw faces, with exactly one whole, sharp face of
+    the actor (no face issue at all)."""
+    return (
+        image.type == "photorealistic"
+        and not image.unusable
+        and not FACE_FAULTS.intersection(image.issues)
+    )
 
 
 def _apply(
@@ -184,8 +216,16 @@ def _apply(
         context.run_timestamp,
         source_ranking=best_photos(evaluation, plan),
     )
-    after_images = list_training_images(actor, read_manifest(actor))
-    after = evaluate_actor(after_images, context.config, context.backend, context.cache)
+    manifest = read_manifest(actor)
+    after_images = list_training_images(actor, manifest)
+    after = evaluate_actor(
+        after_images,
+        context.config,
+        context.backend,
+        context.cache,
+        base_images(actor),
+        checks_turned_off(manifest),
+    )
     after_plan = plan_for(actor, after, context.config)
     outcome.execution = result
     outcome.state, outcome.state_reason = state_after_execute(result, after_plan, plan)
@@ -212,13 +252,19 @@ def state_after_execute(result: ExecutionResult, after: Plan, planned: Plan) -> 
     return SHORT, "; ".join(reasons)
 
 
+def checks_turned_off(manifest: dict[str, Any] | None) -> frozenset[str]:
+    """``"subject_checks": false`` in the manifest: an actor that is not a person."""
+    off = (manifest or {}).get("subject_checks") is False
+    return frozenset({SUBJECT_CHECK_NAME}) if off else frozenset()
+
+
 def best_photos(evaluation: ActorEvaluation, plan: Plan) -> list[str]:
-    """Photorealistic images that stay, best first: the local generator's sources."""
+    """Source photos that stay, best first: the local generator's sources."""
     removed = {removal.number for removal in plan.removals}
     photos = [
         image
         for image in evaluation.images
-        if image.type == "photorealistic" and image.number not in removed and not image.unusable
+        if is_source_photo(image) and image.number not in removed
     ]
     photos.sort(key=lambda image: (-image.quality_score, image.number))
     return [image.filename for image in photos]
