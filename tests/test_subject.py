@@ -96,6 +96,8 @@ def test_a_face_cut_by_the_border_is_measured_as_cut_off():
     measured = face_measurements(view, SUBJECT)
     assert measured["cut_off"] is True
     assert measured["box"][0] == 0.0  # relative, clipped to the picture
+    other_half = face_measurements(ImageView(working("obama_half_face2"), 310, 640, PHOTO), SUBJECT)
+    assert other_half["cut_off"] is True and other_half["box"][2] == 1.0
     whole = face_measurements(ImageView(working("obama_flags"), 334, 640, PHOTO), SUBJECT)
     assert whole["cut_off"] is False
     assert 0 < whole["box"][0] < whole["box"][2] < 1 and 0 < whole["box"][1] < whole["box"][3] < 1
