@@ -105,22 +105,42 @@ def wait_for_banner(process: subprocess.Popen, position: int, limit: float = 60)
     raise AssertionError(f"banner {position} never came:\n{''.join(lines)}")
 
 
+def wait_for_started(output_dir: Path, count: int = 1, limit: float = 60) -> None:
+    """Until progress.json shows ``count`` actors in flight (a pool prints banners at the end)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if len(read_progress(output_dir)["actors_in_flight"]) >= count:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{count} actors never in flight in {output_dir}")
+
+
 def completed(output_dir: Path) -> list[str]:
     return read_progress(output_dir)["completed_actors"]
 
 
-def test_full_run_completes_every_actor(make_dataset, tmp_path):
+@pytest.fixture(params=[1, 3], ids=["1-worker", "3-workers"])
+def workers(request) -> int:
+    """The runner's promises hold in one process and with a pool of worker processes."""
+    return request.param
+
+
+def test_full_run_completes_every_actor(make_dataset, tmp_path, workers):
     data_dir = make_dataset(3)
     out = tmp_path / "out"
-    result = run_cli("--all", "--data-dir", data_dir, "--output-dir", out, cwd=tmp_path)
+    args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", workers)
+    result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     progress = read_progress(out)
-    assert progress["completed_actors"] == ["0000_actor", "0001_actor", "0002_actor"]
+    assert sorted(progress["completed_actors"]) == ["0000_actor", "0001_actor", "0002_actor"]
     assert progress["total_count"] == 3 and progress["completed_count"] == 3
     assert progress["failed_count"] == 0 and progress["skipped_count"] == 0
     assert progress["mode"] == "dry_run"
-    assert progress["current_actor"] is None
+    assert progress["current_actor"] is None and progress["actors_in_flight"] == []
     assert "Processing actor 2/3: 0001_actor" in result.stdout
     assert "FINAL SUMMARY" in result.stdout and "Already balanced: 3" in result.stdout
     assert "Completed:   3 (100.0%)" in result.stdout
@@ -128,18 +148,19 @@ def test_full_run_completes_every_actor(make_dataset, tmp_path):
         document = json.loads((out / f"{index:04d}_actor_evaluation.json").read_text())
         assert document["is_balanced"] is True
         assert (out / f"{index:04d}_actor_composite.jpg").is_file()
-    again = run_cli("--all", "--data-dir", data_dir, "--output-dir", out, cwd=tmp_path)
+    again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0
     assert "Nothing left to do" in again.stdout
     assert "Processing actor" not in again.stdout
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupt_then_resume_processes_every_actor_once(tmp_path, signum, code):
+def test_interrupt_then_resume_processes_every_actor_once(tmp_path, signum, code, workers):
     with slow_server(0.8) as server:
         data_dir = slow_dataset(tmp_path, server, 8)
         out = tmp_path / "out"
         args = ("--all", "--dry-run", "--data-dir", data_dir, "--output-dir", out)
+        args += ("--workers", workers)
         process = start_cli(*args, cwd=tmp_path)
         wait_for_banner(process, 4)
         process.send_signal(signum)
@@ -149,8 +170,10 @@ def test_interrupt_then_resume_processes_every_actor_once(tmp_path, signum, code
         assert cause in stdout
         assert "PROGRESS SUMMARY" in stdout and "Gracefully stopped" in stdout
         first = completed(out)
-        assert 3 <= len(first) <= 4
-        assert read_progress(out)["completed_count"] == len(first)
+        assert 3 <= len(first) <= 3 + workers  # those finished by the time the signal came
+        progress = read_progress(out)
+        assert progress["completed_count"] == len(first)
+        assert progress["actors_in_flight"] == []  # the in-flight ones are left pending
         resumed = run_cli(*args, cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr
         assert "RESUMING FROM PREVIOUS PROGRESS" in resumed.stdout
@@ -161,24 +184,25 @@ def test_interrupt_then_resume_processes_every_actor_once(tmp_path, signum, code
         assert read_progress(out)["completed_count"] == 8
 
 
-def test_second_ctrl_c_exits_at_once(tmp_path):
+def test_second_ctrl_c_exits_at_once(tmp_path, workers):
     with slow_server(5) as server:
         data_dir = slow_dataset(tmp_path, server, 2)
         out = tmp_path / "out"
-        process = start_cli("--all", "--data-dir", data_dir, "--output-dir", out, cwd=tmp_path)
-        wait_for_banner(process, 1)
+        args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", workers)
+        process = start_cli(*args, cwd=tmp_path)
+        wait_for_started(out)
         process.send_signal(signal.SIGINT)
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=10)
         assert process.returncode == 130
 
 
-def test_sigkill_at_random_instants_never_corrupts_progress(tmp_path):
+def test_sigkill_at_random_instants_never_corrupts_progress(tmp_path, workers):
     rng = random.Random(7)
     with slow_server(0.15) as server:
         data_dir = slow_dataset(tmp_path, server, 10)
         out = tmp_path / "out"
-        args = ("--all", "--data-dir", data_dir, "--output-dir", out)
+        args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", workers)
         for _ in range(8):
             process = start_cli(*args, cwd=tmp_path)
             time.sleep(rng.uniform(0.3, 2.0))
@@ -196,16 +220,16 @@ def test_sigkill_at_random_instants_never_corrupts_progress(tmp_path):
         assert not list(out.glob(".tmp-*"))
 
 
-def test_failed_actor_is_recorded_not_retried_then_retried(tmp_path):
+def test_failed_actor_is_recorded_not_retried_then_retried(tmp_path, workers):
     with slow_server(0) as server:
         data_dir = slow_dataset(tmp_path, server, 3)
         server.status["0001_actor.jpg"] = 404
         out = tmp_path / "out"
-        args = ("--all", "--data-dir", data_dir, "--output-dir", out)
+        args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", workers)
         first = run_cli(*args, cwd=tmp_path)
         assert first.returncode == 1
         progress = read_progress(out)
-        assert progress["completed_actors"] == ["0000_actor", "0002_actor"]
+        assert sorted(progress["completed_actors"]) == ["0000_actor", "0002_actor"]
         [failure] = progress["failed_actors"]
         assert failure["actor_id"] == "0001_actor"
         assert failure["error"].startswith("Failed to download image 0001_actor_dl.jpg:")
@@ -253,14 +277,14 @@ def test_other_mode_and_changed_settings_stop_with_exit_2(make_dataset, tmp_path
     assert (out / "progress.json").read_bytes() == before
 
 
-def test_second_concurrent_run_exits_2_naming_the_holder(tmp_path):
+def test_second_concurrent_run_exits_2_naming_the_holder(tmp_path, workers):
     with slow_server(2.0) as server:
         data_dir = slow_dataset(tmp_path, server, 4)
         out = tmp_path / "out"
-        args = ("--all", "--data-dir", data_dir, "--output-dir", out)
+        args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", workers)
         holder = start_cli(*args, cwd=tmp_path)
         try:
-            wait_for_banner(holder, 1)
+            wait_for_started(out, workers)
             second = run_cli(*args, cwd=tmp_path)
             assert second.returncode == 2
             assert str(holder.pid) in second.stderr
@@ -268,6 +292,8 @@ def test_second_concurrent_run_exits_2_naming_the_holder(tmp_path):
             assert shown.returncode == 0
             assert "PROGRESS SUMMARY" in shown.stdout
             assert re.search(r"Currently processing: 000\d_actor", shown.stdout)
+            if workers > 1:  # every actor in flight is shown
+                assert re.search(rf"In flight \({workers}\): 000\d_actor, ", shown.stdout)
         finally:
             holder.send_signal(signal.SIGINT)
             holder.communicate(timeout=15)
@@ -362,7 +388,9 @@ def test_single_actor_by_prefix_without_progress(make_dataset, tmp_path):
     assert not (out / "progress.json").exists()
 
 
-def test_rejected_api_key_stops_the_run_with_the_actor_pending(make_dataset, tmp_path, httpserver):
+def test_rejected_api_key_stops_the_run_with_the_actor_pending(
+    make_dataset, tmp_path, httpserver, workers
+):
     httpserver.expect_request("/v1/chat/completions").respond_with_json(
         {"error": {"message": "Incorrect API key", "code": "invalid_api_key"}}, status=401
     )
@@ -375,7 +403,7 @@ def test_rejected_api_key_stops_the_run_with_the_actor_pending(make_dataset, tmp
     out = tmp_path / "out"
     env_key = "sk-test-" + "x" * 20
     process = subprocess.run(
-        cli_command("--all", "--config", config, "--output-dir", out),
+        cli_command("--all", "--config", config, "--output-dir", out, "--workers", workers),
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -16,15 +16,16 @@ import shlex
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from training_data.config import ConfigError, load_config
+from training_data.config import Config, ConfigError, load_config
 from training_data.errors import ActorError, FatalRunError, UsageError
 from training_data.progress import (
     ProgressError,
@@ -32,6 +33,17 @@ from training_data.progress import (
     RunLock,
     format_progress_summary,
     progress_summary,
+)
+from training_data.shards import (
+    SHARDS_DIR,
+    WHOLE,
+    Shard,
+    format_merged_summary,
+    merged_summary,
+    parse_shard,
+    read_stores,
+    shard_folders,
+    shard_from_environment,
 )
 
 if TYPE_CHECKING:
@@ -111,6 +123,22 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--demo", action="store_true", help="use the generated demo dataset")
     parser.add_argument("--json", action="store_true", help="with --show-progress: one JSON object")
     parser.add_argument("--version", action=VersionAction)
+    scale = parser.add_argument_group("scale (with --all)")
+    scale.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes (default: the usable CPUs; 1 for the openai evaluator)",
+    )
+    scale.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="only the actors of shard K of N (default from SLURM_ARRAY_TASK_ID/COUNT, "
+        "or JOB_COMPLETION_INDEX with --shard-count)",
+    )
+    scale.add_argument(
+        "--shard-count", type=int, metavar="N", help="the number of shards (a Job's completions)"
+    )
     return parser
 
 
@@ -133,6 +161,12 @@ def check_combination(args: argparse.Namespace) -> str:
         raise UsageError("--resume, --no-resume and --retry-failed go with --all")
     if action not in ("all", "actor_id") and (args.dry_run or args.execute):
         raise UsageError("--dry-run and --execute go with --all or --actor-id")
+    if action != "all" and (args.workers is not None or args.shard or args.shard_count):
+        raise UsageError("--workers, --shard and --shard-count go with --all")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be 1 or more, not {args.workers}")
+    if args.shard_count is not None and args.shard_count < 1:
+        raise UsageError(f"--shard-count must be 1 or more, not {args.shard_count}")
     return action
 
 
@@ -148,13 +182,58 @@ def check_restore(args: argparse.Namespace) -> str:
         raise UsageError("--restore takes an ACTOR or --all, not both")
     if not args.restore and not args.all:
         raise UsageError("--restore needs an ACTOR, or --all for every actor")
-    if args.resume or args.no_resume or args.retry_failed or args.dry_run or args.execute:
+    if (
+        args.resume
+        or args.no_resume
+        or args.retry_failed
+        or args.dry_run
+        or args.execute
+        or args.workers is not None
+        or args.shard
+        or args.shard_count
+    ):
         raise UsageError("--restore goes with an ACTOR or --all, and --run only")
     if args.run is not None and (
         not args.run or args.run.startswith(".") or set(args.run) & {"/", "\\", "\0"}
     ):
         raise UsageError(f"--run {args.run!r} is not a removal folder name (see --help)")
     return "restore"
+
+
+def choose_shard(args: argparse.Namespace, environ: Mapping[str, str]) -> Shard:
+    """--shard, else the scheduler's environment, else the whole dataset."""
+    if args.shard:
+        shard = parse_shard(args.shard)
+        if args.shard_count is not None and args.shard_count != shard.count:
+            raise UsageError(f"--shard {args.shard} and --shard-count {args.shard_count} differ")
+        return shard
+    found = shard_from_environment(environ, args.shard_count)
+    if found is not None:
+        return found[0]
+    if args.shard_count not in (None, 1):
+        raise UsageError("--shard-count needs --shard K/N or JOB_COMPLETION_INDEX")
+    return WHOLE
+
+
+def choose_workers(args: argparse.Namespace, config: Config) -> tuple[int, Config]:
+    """The worker count, and the config with the openai backend's requests in flight divided
+    among the workers, so ``concurrency`` stays the limit for the whole run."""
+    from training_data.workers import usable_cpus
+
+    openai = config.evaluator.backend == "openai"
+    workers = args.workers or (1 if openai else usable_cpus())
+    if openai and workers > 1:
+        settings = config.evaluator.openai
+        share = max(1, settings.concurrency // workers)
+        if settings.concurrency < workers:
+            raise UsageError(
+                f"--workers {workers} is more than evaluator.openai.concurrency "
+                f"({settings.concurrency}), the requests in flight for the whole run"
+            )
+        config = replace(
+            config, evaluator=replace(config.evaluator, openai=replace(settings, concurrency=share))
+        )
+    return workers, config
 
 
 def resolve_folders(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -207,7 +286,7 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         check_output_dir(output_dir, create=False)
         return show_progress(output_dir, max_file_bytes, as_json=args.json)
     if action == "report":
-        return rebuild_report(data_dir, output_dir, argv)
+        return rebuild_report(data_dir, output_dir, max_file_bytes, argv)
     if action == "reset_progress":
         check_output_dir(output_dir, create=False)
         return reset_progress(output_dir, argv)
@@ -234,6 +313,8 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         # an execute never races another over the same data, whatever their output folders
         with dataset_locked(data_dir, argv), locked(output_dir, argv):
             return runner.run_single(config, actor, output_dir, execute=True)
+    workers, config = choose_workers(args, config)
+    shard = choose_shard(args, os.environ)
     batch = runner.BatchRun(
         config=config,
         data_dir=data_dir,
@@ -242,8 +323,11 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         resume=not args.no_resume,
         retry_failed=args.retry_failed,
         command=shlex.join([PROG, *argv]),
+        workers=workers,
+        shard=shard,
     )
-    with dataset_locked(data_dir, argv, shared=not args.execute):
+    # The shards of one execute run share the dataset (each changes its own actors alone).
+    with dataset_locked(data_dir, argv, shared=not args.execute or shard.count > 1):
         return batch.run()
 
 
@@ -314,6 +398,8 @@ def dataset_locked(data_dir: Path, argv: list[str], *, shared: bool = False) -> 
 
 
 def show_progress(output_dir: Path, max_file_bytes: int, *, as_json: bool = False) -> int:
+    if (output_dir / SHARDS_DIR).is_dir():
+        return show_merged_progress(output_dir, max_file_bytes, as_json=as_json)
     state = ProgressTracker(output_dir, max_file_bytes=max_file_bytes).read()
     if as_json:
         summary = None if state is None else progress_summary(state)
@@ -326,16 +412,33 @@ def show_progress(output_dir: Path, max_file_bytes: int, *, as_json: bool = Fals
     return 0
 
 
-def rebuild_report(data_dir: Path, output_dir: Path, argv: list[str]) -> int:
+def show_merged_progress(output_dir: Path, max_file_bytes: int, *, as_json: bool) -> int:
+    """Every shard's store together: a total and a row per shard."""
+    rows = read_stores(output_dir, max_file_bytes)
+    if not rows:
+        print("null" if as_json else f"No progress recorded yet in {output_dir}.")
+        return 0
+    summary = merged_summary(rows)
+    print(json.dumps(summary, ensure_ascii=False) if as_json else format_merged_summary(summary))
+    return 0
+
+
+def rebuild_report(data_dir: Path, output_dir: Path, max_file_bytes: int, argv: list[str]) -> int:
     """``--report``: the review site again from what earlier runs wrote; nothing is evaluated."""
     from training_data.review_site import REPORT_DIR, ReviewSite
 
     if not output_dir.is_dir():
         raise UsageError(f"no results to report in {output_dir} (run --all first)")
-    with locked(output_dir, argv) as tracker:
-        state = tracker.read()
-        failures = {} if state is None else {n: e["error"] for n, e in state.failed.items()}
-        skips = {} if state is None else {n: s["reason"] for n, s in state.skipped.items()}
+    with locked(output_dir, argv):
+        failures: dict[str, str] = {}
+        skips: dict[str, str] = {}
+        completed: set[str] = set()
+        for row in read_stores(output_dir, max_file_bytes):  # every shard's outcomes
+            failures |= {n: e["error"] for n, e in row.state.failed.items()}
+            skips |= {n: s["reason"] for n, s in row.state.skipped.items()}
+            completed.update(row.state.completed)
+        failures = {n: e for n, e in failures.items() if n not in completed}
+        skips = {n: r for n, r in skips.items() if n not in completed}
         known_data = data_dir if data_dir.is_dir() else None
         site = ReviewSite.rebuild(output_dir, failures, skips, known_data)
     print(f"Report of {len(site.rows)} actors: {output_dir / REPORT_DIR / 'index.html'}")
@@ -343,15 +446,24 @@ def rebuild_report(data_dir: Path, output_dir: Path, argv: list[str]) -> int:
 
 
 def reset_progress(output_dir: Path, argv: list[str]) -> int:
+    """Every store of the folder (the one-machine store and each shard's), under all their locks:
+    while any shard runs, nothing is reset."""
     if not output_dir.is_dir():
         print(f"No progress to reset in {output_dir}.")
         return 0
-    with locked(output_dir, argv) as tracker:
-        kept = tracker.reset()
-    if kept is None:
+    with ExitStack() as held:
+        trackers = [
+            held.enter_context(locked(folder, argv)) for _name, folder in shard_folders(output_dir)
+        ]
+        kept = [path for path in (tracker.reset() for tracker in trackers) if path is not None]
+    if not kept:
         print(f"No progress to reset in {output_dir}.")
+    elif len(trackers) == 1:
+        print(f"Progress reset. The previous progress was kept as {kept[0]}.")
     else:
-        print(f"Progress reset. The previous progress was kept as {kept}.")
+        print(f"Progress reset in {len(kept)} of {len(trackers)} progress stores (shards):")
+        for path in kept:
+            print(f"  kept as {path}")
     return 0
 
 

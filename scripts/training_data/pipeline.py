@@ -42,8 +42,9 @@ from training_data.plan import (
     make_plan,
 )
 from training_data.report import evaluation_document, write_composite, write_evaluation_json
-from training_data.review_site import ReviewSite
+from training_data.review_site import ReviewEntry, ReviewSite
 from training_data.subject import ISSUES, SUBJECT_CHECK_NAME
+from training_data.verdict_files import ActorVerdictFile, ActorVerdictFiles
 from training_data.wording import plural
 
 NO_IMAGES = "no training images"
@@ -59,27 +60,46 @@ class RunContext:
     execute: bool
     session: requests.Session
     backend: EvaluationBackend
-    cache: EvaluationCache
+    cache: EvaluationCache | ActorVerdictFiles
     generator: Generator | None
     run_timestamp: str
     review: ReviewSite
 
     @classmethod
     def create(
-        cls, config: Config, output_dir: Path, *, execute: bool, data_dir: Path | None = None
+        cls,
+        config: Config,
+        output_dir: Path,
+        *,
+        execute: bool,
+        data_dir: Path | None = None,
+        sharded: bool = False,
+        run_timestamp: str | None = None,
+        in_worker: bool = False,
     ) -> RunContext:
+        """``sharded``: the NFS-safe cache of files per actor. ``in_worker``: a worker process's
+        context, with the run's timestamp and the review site unopened (the runner's process
+        owns its index)."""
         session = make_session(config.download)
+        cache_dir = output_dir / "cache"
         return cls(
             config=config,
             output_dir=output_dir,
             execute=execute,
             session=session,
             backend=make_backend(config),
-            cache=EvaluationCache(output_dir / "cache"),
+            cache=ActorVerdictFiles(cache_dir) if sharded else EvaluationCache(cache_dir),
             generator=make_generator(config.generator, session) if execute else None,
-            run_timestamp=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-            review=ReviewSite.open(output_dir, data_dir),
+            run_timestamp=run_timestamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+            review=ReviewSite.for_worker(output_dir, data_dir)
+            if in_worker
+            else ReviewSite.open(output_dir, data_dir),
         )
+
+    def actor_cache(self, actor_name: str) -> EvaluationCache | ActorVerdictFile:
+        if isinstance(self.cache, ActorVerdictFiles):
+            return self.cache.for_actor(actor_name)
+        return self.cache
 
 
 @dataclass
@@ -93,6 +113,9 @@ class ActorOutcome:
     execution: ExecutionResult | None = None
     cache_hits: int = 0
     lines: list[str] = field(default_factory=list)
+    review: ReviewEntry | None = None  # the review index row, put by the runner's process
+    usage: dict[str, Any] = field(default_factory=dict)  # the backend's totals so far
+    worker: int = 0  # the worker process's pid (its usage counts replace its earlier ones)
 
 
 def make_backend(config: Config) -> EvaluationBackend:
@@ -113,7 +136,6 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
     recovered = recover(actor)  # finish what an interrupted execute left half done
     images = load_training_images(actor, context.session, context.config.download)
     if not images:
-        context.review.record_skipped(actor.name, NO_IMAGES)
         return ActorOutcome(
             state=SKIPPED,
             state_reason=NO_IMAGES,
@@ -122,8 +144,9 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
         )
     spent_before = context.backend.usage()
     references, checks_off = base_images(actor), checks_turned_off(read_manifest(actor))
+    cache = context.actor_cache(actor.name)
     evaluation = evaluate_actor(
-        images, context.config, context.backend, context.cache, references, checks_off
+        images, context.config, context.backend, cache, references, checks_off
     )
     if context.config.evaluator.escalate != "none":
         from training_data.escalation import escalation_record
@@ -147,7 +170,8 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
     document |= {"state": outcome.state, "state_reason": outcome.state_reason}
     write_composite(context.output_dir, actor.name, evaluation, plan, outcome.state)
     write_evaluation_json(context.output_dir, actor.name, document)
-    context.review.update_actor(document, evaluation.thumbnails)
+    outcome.review = context.review.publish_actor(document, evaluation.thumbnails)
+    outcome.usage = context.backend.usage()
     return outcome
 
 
@@ -222,7 +246,7 @@ def _apply(
         after_images,
         context.config,
         context.backend,
-        context.cache,
+        context.actor_cache(actor.name),
         base_images(actor),
         checks_turned_off(manifest),
     )

@@ -119,6 +119,7 @@ class ProgressState:
     failed: dict[str, dict[str, str]] = field(default_factory=dict)
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
     current_actor: str | None = None
+    in_flight: list[str] = field(default_factory=list)  # started, not yet recorded (workers)
     missing_actors: list[str] = field(default_factory=list)
     actor_states: dict[str, str] = field(default_factory=dict)
     _completed_set: set[str] | None = field(init=False, repr=False, compare=False)
@@ -176,6 +177,8 @@ class ProgressState:
 
     def record_started(self, name: str, timestamp: str) -> None:
         self.current_actor = name
+        if name not in self.in_flight:
+            self.in_flight.append(name)
         self.last_updated = timestamp
 
     def record_completed(self, name: str, timestamp: str, state: str | None = None) -> None:
@@ -237,9 +240,16 @@ class ProgressState:
             self._recount_missing()
 
     def _finish(self, name: str, timestamp: str) -> None:
+        if name in self.in_flight:
+            self.in_flight.remove(name)
         if self.current_actor == name:
-            self.current_actor = None
+            self.current_actor = self.in_flight[-1] if self.in_flight else None
         self.last_updated = timestamp
+
+    def clear_in_flight(self) -> None:
+        """No run is going: nothing is being processed."""
+        self.current_actor = None
+        self.in_flight = []
 
     def _recount_missing(self) -> None:
         gone = self._missing_set = set(self.missing_actors)
@@ -278,7 +288,7 @@ class ProgressState:
         self.missing_actors = sorted({name for name in recorded if name not in in_run})
         self._recount_missing()
         self.total_count = len(actor_names)
-        self.current_actor = None
+        self.clear_in_flight()
         self.last_updated = timestamp
 
     def copy(self) -> ProgressState:
@@ -290,6 +300,7 @@ class ProgressState:
         twin.skipped = dict(self.skipped)
         twin.missing_actors = list(self.missing_actors)
         twin.actor_states = dict(self.actor_states)
+        twin.in_flight = list(self.in_flight)
         twin._completed_set = None
         twin._missing_set = set(self._missing_set)
         return twin
@@ -311,6 +322,7 @@ class ProgressState:
             "failed_actors": [{"actor_id": name, **e} for name, e in self.failed.items()],
             "skipped_actors": [{"actor_id": name, **e} for name, e in self.skipped.items()],
             "current_actor": self.current_actor,
+            "actors_in_flight": list(self.in_flight),
             "missing_actors": list(self.missing_actors),
             "actor_states": dict(self.actor_states),
             "settings": self.settings,
@@ -349,6 +361,9 @@ class ProgressState:
             failed=_outcomes(document, "failed_actors", "error"),
             skipped=_outcomes(document, "skipped_actors", "reason"),
             current_actor=current,
+            in_flight=_names(document, "actors_in_flight")
+            if "actors_in_flight" in document
+            else [],
             missing_actors=_names(document, "missing_actors")
             if "missing_actors" in document
             else [],
@@ -436,6 +451,8 @@ def format_progress_summary(state: ProgressState) -> str:
         )
     if state.current_actor is not None:
         lines += ["", f"Currently processing: {state.current_actor}"]
+    if len(state.in_flight) > 1:
+        lines.append(f"In flight ({len(state.in_flight)}): {', '.join(state.in_flight)}")
     lines.append(RULE)
     return "\n".join(lines)
 
@@ -453,6 +470,7 @@ def progress_summary(state: ProgressState) -> dict[str, Any]:
         "remaining": state.remaining,
         "percent_complete": round(state.percent_complete, 1),
         "current_actor": state.current_actor,
+        "in_flight": list(state.in_flight),
         "not_found": len(state.missing_actors),
         "failed_actors": [{"actor_id": name, **entry} for name, entry in state.failed.items()],
         "skipped_actors": [{"actor_id": name, **entry} for name, entry in state.skipped.items()],
@@ -765,8 +783,12 @@ class ProgressTracker:
         else:
             loaded = self._load(consistent_only=False)
         if loaded is not None and not self._lock.holder_alive():
-            loaded.current_actor = None
+            loaded.clear_in_flight()
         return loaded
+
+    def held_elsewhere(self) -> bool:
+        """Whether a run that may still be going holds this store (always so for another host)."""
+        return self._lock.holder_alive()
 
     def _load(self, *, consistent_only: bool) -> Any:
         """progress.json plus journal; _CHANGED if a fold replaced progress.json meanwhile."""
@@ -907,7 +929,7 @@ class ProgressTracker:
                 self._closed = True
                 return
             self._closed = True
-            self._state.current_actor = None
+            self._state.clear_in_flight()
             self._state.last_updated = now_iso()
             self._unfolded = True
             self._changed.notify_all()

@@ -570,6 +570,14 @@ def save_thumbnail(
     return True
 
 
+@dataclass(frozen=True)
+class ReviewEntry:
+    """One actor's index row and images.csv lines, as a worker process sends them back."""
+
+    row: dict[str, Any]
+    images_csv: bytes
+
+
 @dataclass
 class _Entry:
     """What the site keeps of one actor between updates."""
@@ -606,6 +614,14 @@ class ReviewSite:
             site._entries.clear()
             site._totals = Totals()
             site._load_from_evaluations({}, {})
+        return site
+
+    @classmethod
+    def for_worker(cls, output_dir: Path, data_dir: Path | None = None) -> ReviewSite:
+        """For ``publish_actor`` in a worker process: folders made, nothing read or swept (other
+        processes may be writing their temp files here)."""
+        site = cls(output_dir, data_dir)
+        (site.folder / "actors").mkdir(parents=True, exist_ok=True)
         return site
 
     @classmethod
@@ -685,6 +701,13 @@ class ReviewSite:
         self, document: Mapping[str, Any], thumbnails: Mapping[int, Image.Image] | None = None
     ) -> None:
         """After an actor's evaluation JSON is written: its thumbnails, its page, the index."""
+        self.put_entry(self.publish_actor(document, thumbnails))
+
+    def publish_actor(
+        self, document: Mapping[str, Any], thumbnails: Mapping[int, Image.Image] | None = None
+    ) -> ReviewEntry:
+        """The actor's own files (thumbnails, page): safe in a worker process, which then hands
+        the entry to the process that owns the index (``put_entry``)."""
         name = str(document["actor"])
         images = image_rows(document)
         for image in images:
@@ -693,8 +716,12 @@ class ReviewSite:
                 save_thumbnail(self.folder / "thumbs", image["thumb"], working, self._folders)
         row = actor_row(document, name, has_thumb=self._has_thumb)
         self._write_page(row, document)
+        return ReviewEntry(row, image_csv_lines(name, images))
+
+    def put_entry(self, entry: ReviewEntry) -> None:
+        """The actor's row into the index (only the process that opened the site does this)."""
         with self._mutex:
-            self._put(row, image_csv_lines(name, images))
+            self._put(entry.row, entry.images_csv)
             self._write_index()
 
     def record_failure(self, name: str, error: str) -> None:

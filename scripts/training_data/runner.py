@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,9 @@ from training_data.progress import (
     format_progress_summary,
     format_resuming_block,
 )
+from training_data.shards import WHOLE, Shard, completed_in_other_stores
 from training_data.wording import plural
+from training_data.workers import Finished, WorkerPool, WorkerSetup
 
 RULE = "=" * 70
 EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE = 0, 1, 2
@@ -89,6 +91,11 @@ class StopSignals:
             os._exit(EXIT_FOR_SIGNAL[signal.Signals(signum)])
         self.received = signum
         self._event.set()
+
+    def check(self) -> None:
+        """Raise ``Stopped`` if a signal has come."""
+        if self.received is not None:
+            raise Stopped(self.received)
 
     def run(self, work: Callable[[], T]) -> T:
         """Run ``work`` in a worker thread; raise ``Stopped`` as soon as a signal arrives."""
@@ -230,7 +237,7 @@ def actor_banner(done: int, total: int, name: str) -> str:
 
 @dataclass
 class BatchRun:
-    """``--all``: every actor, with progress tracking."""
+    """``--all``: every actor (of this shard), with progress tracking, in ``workers`` processes."""
 
     config: Config
     data_dir: Path
@@ -239,12 +246,18 @@ class BatchRun:
     resume: bool
     retry_failed: bool
     command: str
+    workers: int = 1
+    shard: Shard = WHOLE
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard.count > 1
 
     def run(self) -> int:
         max_file_bytes = self.config.limits.max_file_bytes
         actors = find_actors(self.data_dir, max_file_bytes)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        tracker = ProgressTracker(self.output_dir, max_file_bytes=max_file_bytes)
+        tracker = ProgressTracker(self.shard.folder(self.output_dir), max_file_bytes=max_file_bytes)
         tracker.lock(self.command)
         try:
             return self._run_locked(actors, tracker)
@@ -257,18 +270,41 @@ class BatchRun:
     def _run_locked(self, actors: list[Actor], tracker: ProgressTracker) -> int:
         # A missing key or token stops here, before progress records a run that cannot start.
         context = RunContext.create(
-            self.config, self.output_dir, execute=self.execute, data_dir=self.data_dir
+            self.config,
+            self.output_dir,
+            execute=self.execute,
+            data_dir=self.data_dir,
+            sharded=self.sharded,
+            in_worker=self.sharded,  # shards leave the shared index to --report
         )
         previous = tracker.read() if self.resume else None
         mode = "execute" if self.execute else "dry_run"
+        settings = result_settings(self.config)
+        done_elsewhere = (
+            completed_in_other_stores(
+                self.output_dir,
+                tracker.output_dir,
+                mode,
+                settings,
+                self.config.limits.max_file_bytes,
+            )
+            if self.resume
+            else set()
+        )
+        actors = [
+            actor
+            for actor in actors
+            if self.shard.owns(actor.name) and actor.name not in done_elsewhere
+        ]
         names = [actor.name for actor in actors]
         pending = tracker.start(
-            names,
-            mode,
-            result_settings(self.config),
-            resume=self.resume,
-            retry_failed=self.retry_failed,
+            names, mode, settings, resume=self.resume, retry_failed=self.retry_failed
         )
+        if self.sharded:
+            say(
+                f"Shard {self.shard.index} of {self.shard.count}: {plural(len(names), 'actor')} "
+                f"({len(done_elsewhere)} completed in other progress stores are left out)"
+            )
         if previous is not None and len(pending) < len(names):
             say(format_resuming_block(tracker.state, len(pending)))
         if not pending:
@@ -290,6 +326,22 @@ class BatchRun:
         tally = SessionTally()
         stop = StopSignals()
         done_before = len(actors) - len(pending)
+        pool = self._pool(context, len(pending))
+        usage_by_worker: dict[int, dict[str, Any]] = {}
+        started_count = finished_count = done_before
+
+        def started(name: str) -> None:
+            nonlocal started_count
+            if pool is None:  # one at a time: the banner comes first, the lines as they come
+                say(actor_banner(started_count, len(actors), name))
+            started_count += 1
+            tracker.mark_started(name)
+
+        work = ((name, by_name[name]) for name in pending)
+        if pool is None:
+            results = run_in_process(work, context, stop, started)
+        else:
+            results = pool.run(work, started, stop.check, WAIT_STEP)
         with (
             stop.installed(),
             tqdm(
@@ -301,47 +353,92 @@ class BatchRun:
                 dynamic_ncols=True,
             ) as bar,
         ):
-            for done, name in enumerate(pending, start=done_before):
-                actor = by_name[name]
-                say(actor_banner(done, len(actors), name))
-                tracker.mark_started(name)
-                try:
-                    outcome = stop.run(lambda actor=actor: process_actor(actor, context))
-                except Stopped as stopped:
-                    bar.leave = False
-                    bar.close()  # cleared now, so no write below can draw it again
-                    finish_report(context)
-                    return self._stopped(tracker, stopped.signum)
-                except FatalRunError as fatal:
-                    finish_report(context)
-                    return self._fatal(tracker, name, str(fatal))
-                except ActorError as error:
-                    self._fail(tracker, tally, name, str(error), context)
-                except OSError as error:
-                    if is_disk_full(error):
-                        finish_report(context)
-                        return self._fatal(tracker, name, f"disk full: {error}")
-                    self._fail(tracker, tally, name, f"{type(error).__name__}: {error}", context)
-                else:
-                    self._record(tracker, tally, name, outcome)
-                if not self.data_dir.is_dir():
-                    finish_report(context)
-                    return self._fatal(tracker, name, f"data folder {self.data_dir} disappeared")
-                bar.update(1)
-        finish_report(context)
+            try:
+                for name, finished in results:
+                    if pool is not None:  # grouped: the banner with the actor's own lines
+                        say(actor_banner(finished_count, len(actors), name))
+                    finished_count += 1
+                    try:
+                        outcome = finished.get()
+                    except FatalRunError as fatal:
+                        return self._fatal_stop(pool, tracker, name, str(fatal), context)
+                    except ActorError as error:
+                        self._fail(tracker, tally, name, str(error), context)
+                    except OSError as error:
+                        if is_disk_full(error):
+                            message = f"disk full: {error}"
+                            return self._fatal_stop(pool, tracker, name, message, context)
+                        message = f"{type(error).__name__}: {error}"
+                        self._fail(tracker, tally, name, message, context)
+                    else:
+                        self._record(tracker, tally, name, outcome, context)
+                        usage_by_worker[outcome.worker] = outcome.usage
+                    if not self.data_dir.is_dir():
+                        message = f"data folder {self.data_dir} disappeared"
+                        return self._fatal_stop(pool, tracker, name, message, context)
+                    bar.update(1)
+            except Stopped as stopped:
+                if pool is not None:
+                    pool.terminate()
+                bar.leave = False
+                bar.close()  # cleared now, so no write below can draw it again
+                self._finish_report(context)
+                return self._stopped(tracker, stopped.signum)
+            finally:
+                if pool is not None:
+                    pool.terminate()  # already gone after a clean end; at once on any error
+        self._finish_report(context)
         tracker.close()
-        usage = context.backend.usage() | {"backend": context.backend.name}
-        say(format_final_summary(tally, self.execute, usage))
+        usage = sum_usage(usage_by_worker.values()) if pool is not None else context.backend.usage()
+        say(format_final_summary(tally, self.execute, usage | {"backend": context.backend.name}))
         say()
         say(format_progress_summary(tracker.state))
         last = closing_line(tally)
         if last:
             say(last)
+        if self.sharded:
+            say("This shard is done; once every shard is, run --report to build the review index.")
         return EXIT_ACTOR_FAILED if tally.failed else EXIT_OK
 
-    @staticmethod
+    def _pool(self, context: RunContext, pending: int) -> WorkerPool | None:
+        """None for one worker (actors run in this process, as they always did)."""
+        count = min(self.workers, pending)
+        if count <= 1:
+            return None
+        setup = WorkerSetup(
+            config=self.config,
+            output_dir=self.output_dir,
+            data_dir=self.data_dir,
+            execute=self.execute,
+            sharded=self.sharded,
+            run_timestamp=context.run_timestamp,
+        )
+        return WorkerPool(setup, count)
+
+    def _fatal_stop(
+        self,
+        pool: WorkerPool | None,
+        tracker: ProgressTracker,
+        name: str,
+        error: str,
+        context: RunContext,
+    ) -> int:
+        if pool is not None:
+            pool.terminate()
+        self._finish_report(context)
+        return self._fatal(tracker, name, error)
+
+    def _finish_report(self, context: RunContext) -> None:
+        if not self.sharded:
+            finish_report(context)
+
     def _record(
-        tracker: ProgressTracker, tally: SessionTally, name: str, outcome: ActorOutcome
+        self,
+        tracker: ProgressTracker,
+        tally: SessionTally,
+        name: str,
+        outcome: ActorOutcome,
+        context: RunContext,
     ) -> None:
         for line in outcome.lines:
             say(line)
@@ -350,15 +447,22 @@ class BatchRun:
         else:
             tracker.mark_completed(name, outcome.state)
         tally.count(name, outcome)
+        if not self.sharded:
+            update_report(context, name, outcome)
 
-    @staticmethod
     def _fail(
-        tracker: ProgressTracker, tally: SessionTally, name: str, error: str, context: RunContext
+        self,
+        tracker: ProgressTracker,
+        tally: SessionTally,
+        name: str,
+        error: str,
+        context: RunContext,
     ) -> None:
         say(f"  FAILED: {error}")
         tracker.mark_failed(name, error)
         tally.count_failure(name, error)
-        report_failure(context, name, error)
+        if not self.sharded:
+            report_failure(context, name, error)
 
     @staticmethod
     def _stopped(tracker: ProgressTracker, signum: int) -> NoReturn:
@@ -392,6 +496,46 @@ def finish_report(context: RunContext) -> None:
         context.review.write_tables()
     except OSError as problem:
         say(f"report tables not updated: {problem.strerror or problem}")
+
+
+def update_report(context: RunContext, name: str, outcome: ActorOutcome) -> None:
+    """The actor's row in the review index (its page and thumbnails are already written)."""
+    try:
+        if outcome.skipped_reason:
+            context.review.record_skipped(name, outcome.skipped_reason)
+        elif outcome.review is not None:
+            context.review.put_entry(outcome.review)
+    except OSError as problem:
+        say(f"  report not updated: {problem.strerror or problem}")
+
+
+def sum_usage(usages: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The evaluator's counts over every worker (each sends its own running totals)."""
+    total: dict[str, Any] = {}
+    for usage in usages:
+        for key, value in usage.items():
+            if isinstance(value, int | float):
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def run_in_process(
+    work: Iterable[tuple[str, Actor]],
+    context: RunContext,
+    stop: StopSignals,
+    started: Callable[[str], None],
+) -> Iterator[tuple[str, Finished]]:
+    """One worker: each actor in a thread of this process, answering signals at once."""
+    for name, actor in work:
+        started(name)
+        try:
+            outcome = stop.run(lambda actor=actor: process_actor(actor, context))
+        except Stopped:
+            raise
+        except Exception as error:
+            yield name, Finished(error=error)
+        else:
+            yield name, Finished(outcome=outcome)
 
 
 def report_failure(context: RunContext, name: str, error: str) -> None:
@@ -438,6 +582,7 @@ def run_single(config: Config, actor: Actor, output_dir: Path, *, execute: bool)
             return EXIT_ACTOR_FAILED
     for line in outcome.lines:
         say(line)
+    update_report(context, actor.name, outcome)
     finish_report(context)
     say(f"Results in {output_dir}")
     if outcome.state == SHORT:

@@ -1,0 +1,241 @@
+"""Every core of one machine: actors run in worker processes, the runner's process keeps the rest.
+
+The runner's process alone owns the progress store, the console, the bar and the review index; a
+worker runs ``process_actor`` (evaluation, plan, execute, the actor's JSON, sheet, page and
+thumbnails) and sends back the picklable ``ActorOutcome`` or the exception. Design:
+
+- Processes from a ``forkserver`` (``spawn`` where there is none): never a ``fork`` of the
+  runner's process, which holds threads and locks (the progress fold thread, the bar's monitor).
+  The forkserver imports the package once; each worker builds its ``RunContext`` once (the
+  evaluator and any model are loaded once per worker, not per actor).
+- One actor per worker at a time over its own pipe, so the runner always knows which actor a
+  worker holds: a worker that dies (killed, out of memory) fails that actor alone, with the
+  signal or exit code in the error, and a fresh worker takes its place.
+- Signals: workers ignore SIGINT (a Ctrl+C reaches the whole process group); the runner's process
+  answers SIGINT/SIGTERM and terminates the workers (SIGTERM, then SIGKILL after half a second),
+  so the actors in flight stay pending. A worker polls its parent every quarter second and exits
+  when it is gone: SIGKILL of the runner's process ends the forkserver (its pipe closes), then
+  the workers, so none is left running.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from training_data.config import Config
+from training_data.dataset import Actor
+from training_data.errors import ActorError
+from training_data.pipeline import ActorOutcome, RunContext, process_actor
+
+PARENT_POLL_SECONDS = 0.25
+TERMINATE_GRACE_SECONDS = 0.5
+
+
+def usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a worker needs to build its ``RunContext``; pickled once per worker."""
+
+    config: Config
+    output_dir: Path
+    data_dir: Path
+    execute: bool
+    sharded: bool
+    run_timestamp: str
+
+
+@dataclass
+class Finished:
+    """One actor's result: its outcome, or the exception its step raised."""
+
+    outcome: ActorOutcome | None = None
+    error: BaseException | None = None
+
+    def get(self) -> ActorOutcome:
+        if self.error is not None:
+            raise self.error
+        assert self.outcome is not None
+        return self.outcome
+
+
+# --- the worker process ---
+
+
+def _worker_main(connection: Connection, setup: WorkerSetup) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _watch_parent(os.getppid())
+    try:
+        context: RunContext | None = RunContext.create(
+            setup.config,
+            setup.output_dir,
+            execute=setup.execute,
+            data_dir=setup.data_dir,
+            sharded=setup.sharded,
+            run_timestamp=setup.run_timestamp,
+            in_worker=True,
+        )
+        broken: BaseException | None = None
+    except Exception as error:  # every actor gets it: a FatalRunError stops the run
+        context, broken = None, error
+    while True:
+        try:
+            actor = connection.recv()
+        except (EOFError, OSError):
+            return
+        if actor is None:
+            return
+        try:
+            if context is None:
+                raise broken  # type: ignore[misc]
+            outcome = process_actor(actor, context)
+            outcome.worker = os.getpid()
+            reply: tuple[str, Any] = ("done", outcome)
+        except Exception as error:
+            reply = ("error", _portable(error))
+        connection.send(reply)
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit as soon as the parent is gone (the runner's process, or the forkserver it ran)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def _portable(error: Exception) -> Exception:
+    """The exception itself when it survives pickling; else an ActorError saying what it was."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return ActorError(f"{type(error).__name__}: {error}")
+    return error
+
+
+# --- the pool, in the runner's process ---
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    connection: Connection
+    actor: str | None = None
+
+
+class WorkerPool:
+    """N worker processes, each running one actor at a time."""
+
+    def __init__(self, setup: WorkerSetup, count: int) -> None:
+        methods = multiprocessing.get_all_start_methods()
+        self._mp = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if "forkserver" in methods:
+            self._mp.set_forkserver_preload(["training_data.pipeline"])
+        self._setup = setup
+        self._count = count
+        self._workers: list[_Worker] = []
+
+    def _start_worker(self) -> _Worker:
+        ours, theirs = self._mp.Pipe()
+        process = self._mp.Process(
+            target=_worker_main, args=(theirs, self._setup), name="actor-worker", daemon=True
+        )
+        process.start()
+        theirs.close()
+        return _Worker(process, ours)
+
+    def run(
+        self,
+        actors: Iterable[tuple[str, Actor]],
+        on_start: Callable[[str], None],
+        check_stop: Callable[[], None],
+        wait_step: float,
+    ) -> Iterator[tuple[str, Finished]]:
+        """Yield each actor's result as it finishes; ``check_stop`` raises to stop the run."""
+        queue = iter(actors)
+        while len(self._workers) < self._count:
+            self._workers.append(self._start_worker())
+        exhausted = False
+        while True:
+            check_stop()
+            for worker in self._workers:
+                if worker.actor is None and not exhausted:
+                    item = next(queue, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    name, actor = item
+                    on_start(name)
+                    worker.actor = name
+                    worker.connection.send(actor)
+            busy = [worker for worker in self._workers if worker.actor is not None]
+            if not busy:
+                return
+            ready = wait(
+                [w.connection for w in busy] + [w.process.sentinel for w in busy], wait_step
+            )
+            for worker in busy:
+                result = self._collect(worker, ready)
+                if result is not None:
+                    name, worker.actor = worker.actor, None
+                    yield name, result
+
+    def _collect(self, worker: _Worker, ready: list[Any]) -> Finished | None:
+        if worker.connection in ready or worker.connection.poll():
+            try:
+                kind, value = worker.connection.recv()
+            except (EOFError, OSError):
+                return self._replace(worker)
+            return Finished(outcome=value) if kind == "done" else Finished(error=value)
+        if worker.process.sentinel in ready:
+            return self._replace(worker)
+        return None
+
+    def _replace(self, worker: _Worker) -> Finished:
+        """The worker died with its actor: fail that actor and start a fresh worker."""
+        worker.process.join(TERMINATE_GRACE_SECONDS)
+        code = worker.process.exitcode
+        if code is not None and code < 0:
+            how = f"killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exit code {code}"
+        worker.connection.close()
+        self._workers[self._workers.index(worker)] = self._start_worker()
+        return Finished(
+            error=ActorError(
+                f"worker process died ({how}; out of memory?) while processing this actor"
+            )
+        )
+
+    def terminate(self) -> None:
+        """Stop every worker now; their actors stay pending."""
+        for worker in self._workers:
+            if worker.process.is_alive():
+                worker.process.terminate()
+        deadline = time.monotonic() + TERMINATE_GRACE_SECONDS
+        for worker in self._workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(1)
+            worker.connection.close()
+        self._workers.clear()
