@@ -1,0 +1,231 @@
+"""Scale as a user meets it: worker processes on one machine, shards over one shared folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import cli_command, cli_env, read_progress, run_cli
+from test_cli_runner import slow_dataset, slow_server, wait_for_started
+
+from training_data.shards import Shard, parse_shard, shard_of
+
+SHARDS = Path("shards")
+
+
+def start_in_own_group(*args, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The CLI in a process group of its own, so its workers can be found and counted."""
+    return subprocess.Popen(
+        cli_command(*args),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or cli_env(),
+        start_new_session=True,
+    )
+
+
+def group_members(group: int) -> dict[int, int]:
+    """pid -> parent pid of every live process in the process group."""
+    members = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        state, parent, pgrp = fields[0], int(fields[1]), int(fields[2])
+        if pgrp == group and state != "Z":
+            members[int(stat.parent.name)] = parent
+    return members
+
+
+def wait_until_gone(group: int, limit: float = 10) -> dict[int, int]:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        members = group_members(group)
+        if not members:
+            return members
+        time.sleep(0.1)
+    return group_members(group)
+
+
+def run_with_env(*args, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cli_command(*args), cwd=cwd, capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def shard_stores(out: Path) -> dict[str, dict]:
+    stores = {}
+    for path in sorted((out / SHARDS).glob("*/progress.json")):
+        stores[path.parent.name] = json.loads(path.read_text())
+    return stores
+
+
+def merged(out: Path, cwd: Path) -> dict:
+    shown = run_cli("--show-progress", "--json", "--output-dir", out, cwd=cwd)
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)
+
+
+# --- one machine ---
+
+
+def test_a_killed_worker_fails_its_actor_alone(tmp_path):
+    with slow_server(1.5) as server:
+        data_dir = slow_dataset(tmp_path, server, 5)
+        out = tmp_path / "out"
+        args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "2")
+        process = start_in_own_group(*args, cwd=tmp_path)
+        wait_for_started(out, 2)
+        members = group_members(process.pid)
+        helpers = {pid for pid, parent in members.items() if parent == process.pid}
+        workers = [pid for pid, parent in members.items() if parent in helpers]
+        assert len(workers) == 2, members  # the forkserver's children
+        os.kill(workers[0], signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    progress = read_progress(out)
+    [failure] = progress["failed_actors"]
+    assert failure["error"].startswith("worker process died (killed by SIGKILL")
+    assert progress["completed_count"] == 4  # the run went on with a fresh worker
+    assert f"failed: {failure['actor_id']}: worker process died" in stdout
+
+
+def test_sigkill_of_the_runner_leaves_no_worker_running(tmp_path):
+    with slow_server(3) as server:
+        data_dir = slow_dataset(tmp_path, server, 4)
+        out = tmp_path / "out"
+        args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "3")
+        process = start_in_own_group(*args, cwd=tmp_path)
+        wait_for_started(out, 3)
+        assert len(group_members(process.pid)) >= 4  # runner, forkserver, 3 workers
+        process.kill()
+        process.communicate(timeout=10)
+        assert wait_until_gone(process.pid) == {}
+        progress = read_progress(out)  # whole; the in-flight actors run again next time
+        assert progress["completed_count"] == 0
+        again = run_cli(*args[:5], "--workers", "2", cwd=tmp_path, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert read_progress(out)["completed_count"] == 4
+
+
+# --- many machines ---
+
+
+def test_shard_of_a_name_never_moves_when_the_dataset_grows():
+    names = [f"actor_{index}" for index in range(2000)]
+    before = {name: shard_of(name, 7) for name in names}
+    grown = names + [f"new_{index}" for index in range(500)]
+    assert all(shard_of(name, 7) == before[name] for name in grown[:2000])
+    sizes = [sum(shard == k for shard in before.values()) for k in range(7)]
+    assert min(sizes) > 2000 / 7 * 0.8  # spread evenly
+    assert parse_shard("2/7") == Shard(2, 7)
+    assert Shard(2, 7).owns(names[0]) == (before[names[0]] == 2)
+
+
+def test_shards_at_once_over_one_folder_then_a_rerun_with_another_n(make_dataset, tmp_path):
+    data_dir = make_dataset(9)
+    out = tmp_path / "out"
+    base = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "1")
+    shards = [
+        start_in_own_group(*base, "--shard", f"{index}/3", cwd=tmp_path) for index in range(3)
+    ]
+    for shard in shards:
+        _stdout, stderr = shard.communicate(timeout=120)
+        assert shard.returncode == 0, stderr
+    stores = shard_stores(out)
+    assert sorted(stores) == ["0-of-3", "1-of-3", "2-of-3"]
+    done = [name for store in stores.values() for name in store["completed_actors"]]
+    assert sorted(done) == [f"{index:04d}_actor" for index in range(9)]  # each exactly once
+    for name, store in stores.items():
+        index = int(name.split("-")[0])
+        assert all(shard_of(actor, 3) == index for actor in store["completed_actors"])
+    summary = merged(out, tmp_path)
+    assert summary["total"] == 9 and summary["completed"] == 9 and summary["remaining"] == 0
+    assert sum(row["completed"] for row in summary["shards"]) == 9
+    assert not any(row["stalled"] for row in summary["shards"])
+    for index in range(2):
+        rerun = run_cli(*base, "--shard", f"{index}/2", cwd=tmp_path)
+        assert rerun.returncode == 0, rerun.stderr
+        assert "Processing actor" not in rerun.stdout
+    assert merged(out, tmp_path)["completed"] == 9
+    report = run_cli("--report", "--data-dir", data_dir, "--output-dir", out, cwd=tmp_path)
+    assert report.returncode == 0 and "Report of 9 actors" in report.stdout
+    reset = run_cli("--reset-progress", "--output-dir", out, cwd=tmp_path)
+    assert reset.returncode == 0
+    assert "Progress reset in 5 of" in reset.stdout  # 3 shards of 3 and 2 of 2
+    assert (
+        "No progress recorded"
+        in run_cli("--show-progress", "--output-dir", out, cwd=tmp_path).stdout
+    )
+
+
+def test_a_killed_shard_is_stalled_then_finishes_its_part(tmp_path):
+    with slow_server(0.6) as server:
+        data_dir = slow_dataset(tmp_path, server, 8)
+        out = tmp_path / "out"
+        base = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "1")
+        env = cli_env() | {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
+        victim = start_in_own_group(*base, cwd=tmp_path, env=env)
+        wait_for_started(out / SHARDS / "1-of-2")
+        victim.kill()
+        victim.communicate(timeout=10)
+        other = run_cli(*base, "--shard", "0/2", cwd=tmp_path)
+        assert other.returncode == 0, other.stderr
+        summary = merged(out, tmp_path)
+        row = next(row for row in summary["shards"] if row["shard"] == "1-of-2")
+        assert row["stalled"] and row["remaining"] > 0
+        assert "STALLED" in run_cli("--show-progress", "--output-dir", out, cwd=tmp_path).stdout
+        restarted = run_with_env(*base, cwd=tmp_path, env=env)
+    assert restarted.returncode == 0, restarted.stderr
+    assert "Shard 1 of 2" in restarted.stdout
+    summary = merged(out, tmp_path)
+    assert summary["total"] == 8 and summary["completed"] == 8
+    assert [row["remaining"] for row in summary["shards"]] == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "fragment"),
+    [
+        ({"JOB_COMPLETION_INDEX": "1"}, (), "--shard-count"),
+        ({}, ("--shard", "3/3"), "0 <= K < N"),
+        ({}, ("--shard", "one"), "K/N"),
+        ({}, ("--workers", "0"), "--workers"),
+    ],
+)
+def test_shard_and_worker_mistakes_are_one_line_exit_2(make_dataset, tmp_path, env, args, fragment):
+    data_dir = make_dataset(1)
+    result = run_with_env("--all", "--data-dir", data_dir, *args, cwd=tmp_path, env=cli_env() | env)
+    assert result.returncode == 2
+    assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_kubernetes_index_with_shard_count_and_the_per_actor_cache(make_dataset, tmp_path):
+    data_dir = make_dataset(4)
+    out = tmp_path / "out"
+    args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--shard-count", "2")
+    for index in ("0", "1"):
+        env = cli_env() | {"JOB_COMPLETION_INDEX": index}
+        result = run_with_env(*args, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        assert f"Shard {index} of 2" in result.stdout
+    assert sorted(shard_stores(out)) == ["0-of-2", "1-of-2"]
+    cached = sorted((out / "cache" / "actors").rglob("*.json"))
+    assert len(cached) == 4 and not (out / "cache" / "evaluations.sqlite3").exists()
+    cached[0].write_text('{"torn')  # a torn file is misses: evaluated again, no error
+    for index in ("0", "1"):
+        again = run_cli(*args, "--shard", f"{index}/2", "--no-resume", cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+    hits = {
+        path.name: json.loads(path.read_text())["evaluator"]["cache_hits"]
+        for path in out.glob("*_evaluation.json")
+    }
+    assert sorted(hits.values()) == [0, 20, 20, 20]
