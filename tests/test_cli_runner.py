@@ -141,7 +141,11 @@ def test_full_run_completes_every_actor(make_dataset, tmp_path, workers):
     assert progress["failed_count"] == 0 and progress["skipped_count"] == 0
     assert progress["mode"] == "dry_run"
     assert progress["current_actor"] is None and progress["actors_in_flight"] == []
-    assert "Processing actor 2/3: 0001_actor" in result.stdout
+    banners = [(int(m.group(1)), m.group(3)) for m in BANNER.finditer(result.stdout)]
+    assert [number for number, _ in banners] == [1, 2, 3]  # counted in the order they finish
+    assert sorted(name for _, name in banners) == ["0000_actor", "0001_actor", "0002_actor"]
+    if workers == 1:
+        assert "Processing actor 2/3: 0001_actor" in result.stdout
     assert "FINAL SUMMARY" in result.stdout and "Already balanced: 3" in result.stdout
     assert "Completed:   3 (100.0%)" in result.stdout
     for index in range(3):
@@ -337,7 +341,7 @@ def test_no_resume_starts_over_and_reset_clears(make_dataset, tmp_path):
 def test_dataset_growing_between_runs(make_dataset, tmp_path):
     data_dir = make_dataset(2)
     out = tmp_path / "out"
-    args = ("--all", "--data-dir", data_dir, "--output-dir", out)
+    args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "1")  # in order
     assert run_cli(*args, cwd=tmp_path).returncode == 0
     make_dataset(3, start=2)
     grown = run_cli(*args, cwd=tmp_path)

@@ -114,7 +114,7 @@ def test_an_unusable_output_folder_is_one_line_and_exit_2(make_dataset, tmp_path
 def test_a_closed_stdout_keeps_progress_and_the_actor_in_flight_pending(make_dataset, tmp_path):
     data_dir = make_dataset(4)
     out = tmp_path / "out"
-    args = ("--all", "--data-dir", data_dir, "--output-dir", out)
+    args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "1")  # in order
     process = subprocess.Popen(
         cli_command(*args),
         cwd=tmp_path,

@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +168,7 @@ def read_stores(
     """Every store that has progress; ProgressError names one that cannot be read.
 
     Stalled: work left and no update for STALLED_AFTER_SECONDS, or no live run holding it."""
-    now = now or datetime.now()
+    now = now or datetime.now(UTC)
     rows = []
     for name, folder in shard_folders(output_dir):
         tracker = ProgressTracker(folder, max_file_bytes=max_file_bytes)
@@ -177,7 +177,8 @@ def read_stores(
             continue
         running = tracker.held_elsewhere()
         try:
-            idle = (now - datetime.fromisoformat(state.last_updated)).total_seconds()
+            updated = datetime.fromisoformat(state.last_updated).astimezone()  # naive: local
+            idle = (now - updated).total_seconds()
         except ValueError:
             idle = float("inf")
         stalled = state.remaining > 0 and (not running or idle > STALLED_AFTER_SECONDS)
