@@ -218,7 +218,7 @@ def test_kubernetes_index_with_shard_count_and_the_per_actor_cache(make_dataset,
         assert result.returncode == 0, result.stderr
         assert f"Shard {index} of 2" in result.stdout
     assert sorted(shard_stores(out)) == ["0-of-2", "1-of-2"]
-    cached = sorted((out / "cache" / "actors").rglob("*.json"))
+    cached = sorted((out / "cache" / "actors").rglob("verdicts.json"))
     assert len(cached) == 4 and not (out / "cache" / "evaluations.sqlite3").exists()
     cached[0].write_text('{"torn')  # a torn file is misses: evaluated again, no error
     for index in ("0", "1"):

@@ -1,12 +1,14 @@
-"""The evaluation cache of a sharded run: one JSON file per actor, safe on NFS.
+"""The evaluation cache of a sharded run: a folder per actor, safe on NFS.
 
-SQLite's locks are not reliable over NFS, so a sharded run does not use
-the SQLite database. It keeps one small JSON file per actor, ``cache/actors/<aa>/<slug>.json``
-(the actor's verdicts by image content and settings), replaced by an atomic rename (atomic on
-NFS too; not fsynced, the cache is derived data). An actor belongs to one shard, so one process
-writes its file at a time; if two ever did, the last whole file wins: a cache miss at worst,
-never a wrong verdict, because each entry's key names the image bytes and the evaluator
-settings. Per actor it is one read and one write, as with SQLite.
+SQLite's locks are not reliable over NFS, so a sharded run does not share the SQLite database.
+Each actor has its own folder, ``cache/actors/<aa>/<name>-<hash>/``, holding ``verdicts.json``
+(its verdicts by image content and settings, replaced by an atomic rename, atomic on NFS too;
+not fsynced, the cache is derived data) and the re-crop check's pair cache. An actor belongs to
+one shard, so one process writes its folder at a time and no lock is needed; if two ever did,
+the last whole file wins: a cache miss at worst, never a wrong verdict, because each entry's key
+names the image bytes and the evaluator settings. Per actor it is one read and one write of
+``verdicts.json``, as with SQLite; a rerun with another N finds an actor's cache wherever the
+actor went.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from training_data.evaluation import CachedVerdict, _verdict_from_json, _verdict
 from training_data.review_site import publish
 
 ACTOR_CACHE_DIR = "actors"
+VERDICTS_FILE = "verdicts.json"
 
 
 class ActorVerdictFiles:
@@ -40,14 +43,24 @@ class ActorVerdictFiles:
     def for_actor(self, actor_name: str) -> ActorVerdictFile:
         digest = hashlib.sha256(actor_name.encode("utf-8", "surrogatepass")).hexdigest()
         readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", actor_name).strip("._")[:60] or "actor"
-        return ActorVerdictFile(self.folder / digest[:2] / f"{readable}-{digest[:16]}.json")
+        folder = self.folder / digest[:2] / f"{readable}-{digest[:16]}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            if is_disk_full(error):
+                raise
+            raise FatalRunError(
+                f"cannot create the evaluation cache {folder}: {error.strerror or error}"
+            ) from None
+        return ActorVerdictFile(folder)
 
 
 class ActorVerdictFile:
-    """One actor's verdicts; the same two calls as ``EvaluationCache``."""
+    """One actor's verdicts; the same calls and ``folder`` as ``EvaluationCache``."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder  # the re-crop pair cache goes here too
+        self.path = folder / VERDICTS_FILE
         self._entries: dict[str, Any] | None = None
 
     def _read(self) -> dict[str, Any]:
@@ -74,7 +87,6 @@ class ActorVerdictFile:
         entries = dict(self._read())
         entries.update({key: _verdict_to_json(verdict) for key, verdict in verdicts.items()})
         try:
-            self.path.parent.mkdir(exist_ok=True)
             publish(self.path, json.dumps(entries, separators=(",", ":")).encode())
         except OSError as error:
             if is_disk_full(error):

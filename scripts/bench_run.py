@@ -1,0 +1,116 @@
+"""A whole run's throughput: ``--all --dry-run`` over 1024-px JPEGs at 1 and more workers.
+
+    .venv/bin/python scripts/bench_run.py [--actors 12] [--workers 1 2] [--rounds 2] [--profile]
+
+Writes ``--actors`` actors x 20 photo-like 1024-px JPEGs (no manifest types: the style
+classifier runs), then times, in interleaved rounds (best kept: the machine is shared):
+  (a) a bare full decode of the same files in one process (``Image.open(f).load()``), the work
+      no run can avoid;
+  (b) the CLI as a user starts it (a fresh interpreter, a fresh output folder, so every verdict
+      is computed and every file written), once per worker count.
+It prints images/s, the speed-up over one worker and each run against (a). ``--profile`` runs
+one worker in this process under cProfile and prints where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_evaluation import ACTOR_SIZE, photo_like
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parent / "training_data" / "evaluate_and_balance.py"
+
+
+def write_dataset(root: Path, actors: int) -> list[Path]:
+    paths = []
+    for index in range(actors):
+        name = f"{index:04d}_actor"
+        folder = root / "actors" / name / "training_data"
+        folder.mkdir(parents=True)
+        images = {}
+        for number in range(1, ACTOR_SIZE + 1):
+            path = folder / f"{name}_{number}.jpg"
+            photo_like(index * 100 + number).save(path, quality=90)
+            images[path.name] = {}
+            paths.append(path)
+        (folder / "manifest.json").write_text(json.dumps({"actor_id": name, "images": images}))
+    return paths
+
+
+def bare_decode(paths: list[Path]) -> float:
+    start = time.perf_counter()
+    for path in paths:
+        with Image.open(path) as image:
+            image.load()
+    return time.perf_counter() - start
+
+
+def whole_run(data_dir: Path, output_dir: Path, workers: int) -> float:
+    shutil.rmtree(output_dir, ignore_errors=True)
+    command = [sys.executable, str(SCRIPT), "--all", "--dry-run", "--workers", str(workers)]
+    command += ["--data-dir", str(data_dir), "--output-dir", str(output_dir)]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def profile_one_worker(data_dir: Path, output_dir: Path) -> str:
+    from training_data.evaluate_and_balance import main
+
+    shutil.rmtree(output_dir, ignore_errors=True)
+    args = ["--all", "--dry-run", "--workers", "1", "--data-dir", str(data_dir)]
+    profiler = cProfile.Profile()
+    sink = io.StringIO()
+    stdout, sys.stdout = sys.stdout, sink
+    try:
+        profiler.runcall(main, [*args, "--output-dir", str(output_dir)])
+    finally:
+        sys.stdout = stdout
+    report = io.StringIO()
+    pstats.Stats(profiler, stream=report).sort_stats("tottime").print_stats(25)
+    return report.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--actors", type=int, default=12)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as temp:
+        root = Path(temp)
+        paths = write_dataset(root / "data", args.actors)
+        images = len(paths)
+        bare = float("inf")
+        runs = dict.fromkeys(args.workers, float("inf"))
+        for _round in range(args.rounds):
+            bare = min(bare, bare_decode(paths))
+            for workers in args.workers:
+                runs[workers] = min(runs[workers], whole_run(root / "data", root / "out", workers))
+        print(f"{images} images of 1024 px, {args.actors} actors, best of {args.rounds} rounds")
+        print(f"bare full decode, one process: {bare:6.2f} s  {images / bare:6.1f} images/s")
+        first = runs[args.workers[0]]
+        for workers, seconds in runs.items():
+            print(
+                f"--all --dry-run, {workers} worker(s): {seconds:6.2f} s  "
+                f"{images / seconds:6.1f} images/s  x{first / seconds:.2f} over "
+                f"{args.workers[0]}  {seconds / bare:.2f}x the bare decode"
+            )
+        if args.profile:
+            print(profile_one_worker(root / "data", root / "profiled"))
+
+
+if __name__ == "__main__":
+    main()
