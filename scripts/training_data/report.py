@@ -272,7 +272,9 @@ def write_composite(
     render_sheet(tiles, header=header).save(buffer, "JPEG", quality=COMPOSITE_JPEG_QUALITY)
     path = Path(output_dir) / f"{actor_name}_composite.jpg"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, buffer.getvalue())
+    # A picture for people: a crash may lose it (never show half of it); the evaluation JSON,
+    # which backs the actor's recorded outcome, is the file that is synced.
+    write_bytes_atomic(path, buffer.getvalue(), durable=False)
     return path
 
 

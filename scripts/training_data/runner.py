@@ -33,7 +33,7 @@ from training_data.progress import (
 )
 from training_data.shards import WHOLE, Shard, completed_in_other_stores
 from training_data.wording import plural
-from training_data.workers import Finished, WorkerPool, WorkerSetup
+from training_data.workers import Finished, WorkerPool, WorkerSetup, warm_up
 
 RULE = "=" * 70
 EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE = 0, 1, 2
@@ -254,6 +254,8 @@ class BatchRun:
         return self.shard.count > 1
 
     def run(self) -> int:
+        if self.workers > 1:
+            warm_up()
         max_file_bytes = self.config.limits.max_file_bytes
         actors = find_actors(self.data_dir, max_file_bytes)
         self.output_dir.mkdir(parents=True, exist_ok=True)
