@@ -20,6 +20,7 @@ thumbnails) and sends back the picklable ``ActorOutcome`` or the exception. Desi
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -84,6 +85,9 @@ def _worker_main(connection: Connection, setup: WorkerSetup) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _watch_parent(os.getppid())
+    # Warnings as the runner's process shows them; one line each, so they never break a line.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     try:
         context: RunContext | None = RunContext.create(
             setup.config,
