@@ -1,6 +1,7 @@
 """A whole run's throughput: ``--all --dry-run`` over 1024-px JPEGs at 1 and more workers.
 
     .venv/bin/python scripts/bench_run.py [--actors 12] [--workers 1 2] [--rounds 2] [--profile]
+        [--bookkeeping 100000]
 
 Writes ``--actors`` actors x 20 photo-like 1024-px JPEGs (no manifest types: the style
 classifier runs), then times, in interleaved rounds (best kept: the machine is shared):
@@ -11,6 +12,8 @@ classifier runs), then times, in interleaved rounds (best kept: the machine is s
       which finds nothing left to do: the start-up alone.
 It prints images/s, the speed-up over one worker and each run against (a). ``--profile`` runs
 the actor steps in this process under cProfile and prints where the time goes.
+``--bookkeeping 100000`` times what the runner's process does per finished actor (progress
+marks, the review index row) at that many actors.
 """
 
 from __future__ import annotations
@@ -90,13 +93,50 @@ def profile_actor_steps(data_dir: Path, output_dir: Path) -> str:
     return f"actor steps alone, profiled: {elapsed:.2f} s\n{report.getvalue()}"
 
 
+def bookkeeping(actors: int, measured: int = 300) -> str:
+    """What the runner's process does per finished actor at ``actors`` actors, whatever the
+    number of workers: mark it started and completed (durable) and put its review index row."""
+    from training_data.progress import ProgressTracker
+    from training_data.review_site import ReviewEntry, ReviewSite, actor_row
+
+    with tempfile.TemporaryDirectory() as temp:
+        tracker = ProgressTracker(Path(temp))
+        tracker.lock("bench")
+        names = [f"{number:06d}_actor" for number in range(actors)]
+        tracker.start(names, "dry_run", {}, resume=False, retry_failed=False)
+        site = ReviewSite.for_worker(Path(temp))
+        (site.folder / "data").mkdir(parents=True)
+        row = actor_row(None, "", error="failed", has_thumb=lambda _name: False)
+        for name in names:
+            site.put_entry(ReviewEntry(dict(row, name=name), b""), throttled=True)
+        costs = []
+        for name in names[:measured]:
+            start = time.perf_counter()
+            tracker.mark_started(name)
+            tracker.mark_completed(name, "balanced")
+            site.put_entry(ReviewEntry(dict(row, name=name), b""), throttled=True)
+            costs.append(time.perf_counter() - start)
+            time.sleep(0.002)  # actors take time; the fold thread runs meanwhile
+        tracker.close()
+        tracker.unlock()
+    costs.sort()
+    median, p99 = costs[len(costs) // 2], costs[int(len(costs) * 0.99)]
+    return (
+        f"bookkeeping per actor at {actors} actors (runner's process): "
+        f"median {1000 * median:.3f} ms, p99 {1000 * p99:.3f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--actors", type=int, default=12)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--bookkeeping", type=int, metavar="ACTORS", help="e.g. 100000")
     args = parser.parse_args()
+    if args.bookkeeping:
+        print(bookkeeping(args.bookkeeping))
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp)
         paths = write_dataset(root / "data", args.actors)

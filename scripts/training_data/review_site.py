@@ -38,6 +38,7 @@ import re
 import shlex
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from training_data.report import short_reason
 REPORT_DIR = "report"
 STATES = ("balanced", "rebalanced", "short", "failed", "skipped")
 NEEDS_A_LOOK_STATES = frozenset({"failed", "short"})
+INDEX_REST_FACTOR = 10  # a throttled index.js rewrite takes at most a tenth of the run's time
 LOW_CONFIDENCE = 0.65  # a style call less sure than this asks for a look
 THUMB_SIDE = 160
 THUMB_QUALITY = 75
@@ -600,6 +602,8 @@ class ReviewSite:
         self._actor_lines: dict[str, bytes] = {}
         self._folders: set[Path] = set()
         self._mutex = threading.Lock()
+        self._index_pending = False
+        self._next_index_write = 0.0
 
     # --- opening ---
 
@@ -718,11 +722,19 @@ class ReviewSite:
         self._write_page(row, document)
         return ReviewEntry(row, image_csv_lines(name, images))
 
-    def put_entry(self, entry: ReviewEntry) -> None:
-        """The actor's row into the index (only the process that opened the site does this)."""
+    def put_entry(self, entry: ReviewEntry, *, throttled: bool = False) -> None:
+        """The actor's row into the index (only the process that opened the site does this).
+
+        ``throttled``: index.js is rewritten only when the last rewrite is INDEX_REST_FACTOR
+        times its own cost ago (at least a second): at 100,000 actors a rewrite takes ~170 ms,
+        which would otherwise cap a run's pace however many workers it has. ``write_tables``
+        writes what is pending."""
         with self._mutex:
             self._put(entry.row, entry.images_csv)
-            self._write_index()
+            if throttled and time.monotonic() < self._next_index_write:
+                self._index_pending = True
+            else:
+                self._write_index()
 
     def record_failure(self, name: str, error: str) -> None:
         self._record_outcome(name, error=error)
@@ -765,6 +777,7 @@ class ReviewSite:
         publish(self.folder / row["page"], page.encode("utf-8", "surrogatepass"))
 
     def _write_index(self) -> None:
+        start = time.monotonic()
         publish(
             self.folder / "data" / "index.js",
             index_data(
@@ -773,10 +786,16 @@ class ReviewSite:
                 self._categories,
             ),
         )
+        self._index_pending = False
+        now = time.monotonic()
+        self._next_index_write = now + max(1.0, INDEX_REST_FACTOR * (now - start))
 
     def write_tables(self) -> None:
-        """actors.csv and images.csv: at the end of a run (they are the biggest files)."""
+        """actors.csv and images.csv: at the end of a run (they are the biggest files); and
+        index.js if a throttled update is pending."""
         with self._mutex:
+            if self._index_pending:
+                self._write_index()
             for name, entry in self._entries.items():
                 if name not in self._actor_lines:
                     self._actor_lines[name] = actor_csv_line(entry.row, self._categories)

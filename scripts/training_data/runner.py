@@ -506,7 +506,7 @@ def update_report(context: RunContext, name: str, outcome: ActorOutcome) -> None
         if outcome.skipped_reason:
             context.review.record_skipped(name, outcome.skipped_reason)
         elif outcome.review is not None:
-            context.review.put_entry(outcome.review)
+            context.review.put_entry(outcome.review, throttled=True)
     except OSError as problem:
         say(f"  report not updated: {problem.strerror or problem}")
 
