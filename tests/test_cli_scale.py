@@ -117,6 +117,21 @@ def test_sigkill_of_the_runner_leaves_no_worker_running(tmp_path):
     assert read_progress(out)["completed_count"] == 4
 
 
+def test_sigterm_stops_every_worker_with_the_actors_in_flight_pending(tmp_path):
+    with slow_server(3) as server:
+        data_dir = slow_dataset(tmp_path, server, 4)
+        out = tmp_path / "out"
+        args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "3")
+        process = start_in_own_group(*args, cwd=tmp_path)
+        wait_for_started(out, 3)
+        process.send_signal(signal.SIGTERM)
+        stdout, _stderr = process.communicate(timeout=15)
+        assert process.returncode == 143 and "Gracefully stopped" in stdout
+        assert wait_until_gone(process.pid) == {}  # no worker outlives the run
+    progress = read_progress(out)
+    assert progress["completed_count"] == 0 and progress["actors_in_flight"] == []
+
+
 # --- many machines ---
 
 
