@@ -40,7 +40,7 @@ from training_data.errors import ActorError
 from training_data.pipeline import ActorOutcome, RunContext, process_actor
 
 # Imported once in the forkserver, so no worker pays for them (OpenCV alone takes 0.3-0.7 s).
-PRELOADED = ["training_data.pipeline", "training_data.recrops"]
+PRELOADED = ["training_data.pipeline", "training_data.recrops", "training_data.style_learned"]
 PARENT_POLL_SECONDS = 0.25
 TERMINATE_GRACE_SECONDS = 0.5
 
