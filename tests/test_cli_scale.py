@@ -14,6 +14,7 @@ from conftest import cli_command, cli_env, read_progress, run_cli
 from test_cli_runner import slow_dataset, slow_server, wait_for_started
 
 from training_data.shards import Shard, parse_shard, shard_of
+from training_data.workers import usable_cpus
 
 SHARDS = Path("shards")
 
@@ -130,6 +131,17 @@ def test_sigterm_stops_every_worker_with_the_actors_in_flight_pending(tmp_path):
         assert wait_until_gone(process.pid) == {}  # no worker outlives the run
     progress = read_progress(out)
     assert progress["completed_count"] == 0 and progress["actors_in_flight"] == []
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cap"), [("100000 100000\n", 1), ("150000 100000\n", 2), ("max 100000\n", None)]
+)
+def test_default_workers_keep_to_a_containers_cpu_limit(tmp_path, cpu_max, cap):
+    limit = tmp_path / "cpu.max"
+    limit.write_text(cpu_max)
+    cpus = len(os.sched_getaffinity(0))
+    assert usable_cpus(limit) == (min(cpus, cap) if cap else cpus)
+    assert usable_cpus(tmp_path / "missing") == cpus
 
 
 # --- many machines ---

@@ -21,6 +21,7 @@ thumbnails) and sends back the picklable ``ActorOutcome`` or the exception. Desi
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -45,11 +46,27 @@ PARENT_POLL_SECONDS = 0.25
 TERMINATE_GRACE_SECONDS = 0.5
 
 
-def usable_cpus() -> int:
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The CPUs this process may run on, capped by a cgroup v2 CPU limit: a container (a
+    Kubernetes pod) sees every CPU of its node but may use only its quota."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    limit = cgroup_cpu_limit(cpu_max)
+    return max(1, min(cpus, limit) if limit else cpus)
+
+
+def cgroup_cpu_limit(cpu_max: Path) -> int | None:
+    """``cpu.max`` holds "<quota> <period>" or "max <period>"; the quota rounded up, or None."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        return None if quota == "max" else math.ceil(int(quota) / int(period))
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
