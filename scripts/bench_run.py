@@ -60,12 +60,15 @@ def bare_decode(paths: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-def whole_run(data_dir: Path, output_dir: Path, workers: int) -> tuple[float, float]:
+def whole_run(
+    data_dir: Path, output_dir: Path, workers: int, config: Path | None
+) -> tuple[float, float]:
     """The run's seconds, then the same command again, which finds nothing left to do: what
     start-up, listing and progress cost without any actor."""
     shutil.rmtree(output_dir, ignore_errors=True)
     command = [sys.executable, str(SCRIPT), "--all", "--dry-run", "--workers", str(workers)]
     command += ["--data-dir", str(data_dir), "--output-dir", str(output_dir)]
+    command += ["--config", str(config)] if config else []
     times = []
     for _again in range(2):
         start = time.perf_counter()
@@ -133,6 +136,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--config", type=Path, help="e.g. one with [subject] enabled = false")
     parser.add_argument("--bookkeeping", type=int, metavar="ACTORS", help="e.g. 100000")
     args = parser.parse_args()
     if args.bookkeeping:
@@ -147,7 +151,7 @@ def main() -> None:
         for _round in range(args.rounds):
             bare = min(bare, bare_decode(paths))
             for workers in args.workers:
-                seconds, nothing_left = whole_run(root / "data", root / "out", workers)
+                seconds, nothing_left = whole_run(root / "data", root / "out", workers, args.config)
                 runs[workers] = min(runs[workers], seconds)
                 idle = min(idle, nothing_left)
         print(f"{images} images of 1024 px, {args.actors} actors, best of {args.rounds} rounds")
