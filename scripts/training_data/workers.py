@@ -16,6 +16,11 @@ thumbnails) and sends back the picklable ``ActorOutcome`` or the exception. Desi
   so the actors in flight stay pending. A worker polls its parent every quarter second and exits
   when it is gone: SIGKILL of the runner's process ends the forkserver (its pipe closes), then
   the workers, so none is left running.
+
+Measured (``scripts/bench_run.py``, 240 1024-px JPEGs, 2 shared cores): 1.67x at 2 workers with
+the face checks on (7.6 s -> 4.5 s); 1.26x with them off, where the run is short enough for the
+workers' ~0.6 s start to show. The runner's own work per finished actor at 100,000 actors
+(progress marks, the review row): median 0.07 ms.
 """
 
 from __future__ import annotations
