@@ -1,10 +1,11 @@
 """Share of the labelled images that `escalate = "openai"` would send to the vision model.
 
-    python scripts/measure_escalation.py                # default band [0.2, 0.8]
+    python scripts/measure_escalation.py                # default band [0.3, 0.75]
     python scripts/measure_escalation.py --band 0.3 0.7
 
 Each image of tests/data/styles goes through the pipeline's decode and the local style stages
-(statistics, then the learned stage where they are unsure); it is escalated when
+as configured by default (statistics; the learned stage too where they are unsure when
+``[style] learned`` is on); it is escalated when
 training_data.escalation.is_unsure says so. Printed per category: the share
 escalated, and the local stage's accuracy on the images it keeps and on those it escalates (an
 escalation rule is good when the local stage is right on what it keeps and often wrong on what

@@ -9,8 +9,8 @@ tests/data/recrops, seeded random variants: a crop keeping 50-90% of its area at
 and aspect, mirrored half of the time, resized so its longest side is 256-640 px, re-encoded as
 JPEG at quality 60-95. Pairs: (photo, variant) and (variant, another variant of the same photo).
 Hard negatives (should not be): every pair of different shots of one scene in tests/data/recrops
-(same people in the same room, a person holding a board in different positions, frames of one
-animated shot, stereo pairs), as they are and with one side re-cropped. Easy negatives: every
+(same people in the same room, a person holding a board in different positions, people walking
+past a fixed camera, stereo pairs), as they are and with one side re-cropped. Easy negatives: every
 pair of different photos in tests/data/styles/photorealistic (copies of one photo made grey,
 sepia or cropped for the style set are left out). Every image goes through the pipeline's own
 decode to the working image, as in a run.

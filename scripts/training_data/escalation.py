@@ -14,11 +14,12 @@ of an actor is scored on the same scale. The model's own score, issues and note 
 ``measurements["style"]["vision_model"]`` and ``note``. ``measurements["style"]["stage"]`` says
 which stage decided: ``"vision_model"`` here, the local stage's own name otherwise.
 
-Measured on the 238 labelled images of tests/data/styles (scripts/measure_escalation.py), with
-the default band [0.3, 0.75]: 32% escalated (photos 44%, b/w 8%, colour 31%); the local stage is
-right on 85% of what it keeps and on 61% of what it sends, so a vision model right on what it is
-sent lifts 77% to at most 90% at 0.32 requests per image. [0.2, 0.8] sends 50% for at most 93%;
-[0.3, 0.7] sends 24% for at most 88%. In-sample figures: the classifier was fitted on this set.
+Measured on the 349 labelled images of tests/data/styles (scripts/measure_escalation.py, the
+statistics alone, as by default), with the default band [0.3, 0.75]: 34% escalated (photos 45%,
+b/w 13%, colour 36%); the local stage is right on 83% of what it keeps and on 56% of what it
+sends, so a vision model right on what it is sent lifts 73.9% to at most 89.1% at 0.34 requests
+per image. [0.2, 0.8] sends 55% for at most 94.3%; [0.3, 0.7] sends 26% for at most 85.4%.
+In-sample figures: the classifier was fitted on this set.
 """
 
 from __future__ import annotations
