@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -13,6 +14,9 @@ import pytest
 from conftest import cli_command, cli_env, read_progress, run_cli
 from test_cli_runner import slow_dataset, slow_server, wait_for_started
 
+from training_data.config import parse_config
+from training_data.errors import UsageError
+from training_data.evaluate_and_balance import choose_workers
 from training_data.shards import Shard, parse_shard, shard_of
 from training_data.workers import usable_cpus
 
@@ -256,3 +260,33 @@ def test_kubernetes_index_with_shard_count_and_the_per_actor_cache(make_dataset,
         for path in out.glob("*_evaluation.json")
     }
     assert sorted(hits.values()) == [0, 20, 20, 20]
+
+
+@pytest.mark.parametrize(
+    ("evaluator", "flag", "expected_workers", "expected_concurrency"),
+    [
+        ({"backend": "local"}, None, usable_cpus(), 6),
+        ({"backend": "openai"}, None, 1, 6),
+        ({"backend": "openai"}, 3, 3, 2),
+        ({"backend": "local", "escalate": "openai"}, 3, 3, 2),
+        ({"backend": "local", "escalate": "openai"}, None, min(usable_cpus(), 6), None),
+    ],
+)
+def test_requests_in_flight_stay_within_concurrency_for_the_whole_run(
+    evaluator, flag, expected_workers, expected_concurrency
+):
+    config = parse_config({"evaluator": evaluator | {"openai": {"concurrency": 6}}})
+    workers, shared = choose_workers(argparse.Namespace(workers=flag), config)
+    assert workers == expected_workers
+    if expected_concurrency is not None:
+        assert shared.evaluator.openai.concurrency == expected_concurrency
+    if config.evaluator.backend == "openai" or config.evaluator.escalate == "openai":
+        assert workers * shared.evaluator.openai.concurrency <= 6
+
+
+@pytest.mark.parametrize("evaluator", [{"backend": "openai"}, {"escalate": "openai"}])
+def test_more_workers_than_requests_in_flight_is_a_usage_error(evaluator):
+    config = parse_config({"evaluator": evaluator | {"openai": {"concurrency": 2}}})
+    too_many = r"--workers 3 is more than evaluator\.openai\.concurrency"
+    with pytest.raises(UsageError, match=too_many):
+        choose_workers(argparse.Namespace(workers=3), config)

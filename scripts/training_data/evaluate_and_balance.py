@@ -216,20 +216,27 @@ def choose_shard(args: argparse.Namespace, environ: Mapping[str, str]) -> Shard:
 
 
 def choose_workers(args: argparse.Namespace, config: Config) -> tuple[int, Config]:
-    """The worker count, and the config with the openai backend's requests in flight divided
-    among the workers, so ``concurrency`` stays the limit for the whole run."""
+    """The worker count, and the config with the vision model's requests in flight divided
+    among the workers, so ``concurrency`` stays the limit for the whole run: with the openai
+    backend, and with the local one when it escalates unsure images to the vision model."""
     from training_data.workers import usable_cpus
 
+    settings = config.evaluator.openai
     openai = config.evaluator.backend == "openai"
-    workers = args.workers or (1 if openai else usable_cpus())
-    if openai and workers > 1:
-        settings = config.evaluator.openai
-        share = max(1, settings.concurrency // workers)
+    sends_requests = openai or config.evaluator.escalate == "openai"
+    if args.workers:
+        workers = args.workers
+    elif sends_requests:
+        workers = 1 if openai else min(usable_cpus(), settings.concurrency)
+    else:
+        workers = usable_cpus()
+    if sends_requests and workers > 1:
         if settings.concurrency < workers:
             raise UsageError(
                 f"--workers {workers} is more than evaluator.openai.concurrency "
                 f"({settings.concurrency}), the requests in flight for the whole run"
             )
+        share = settings.concurrency // workers
         config = replace(
             config, evaluator=replace(config.evaluator, openai=replace(settings, concurrency=share))
         )
