@@ -8,13 +8,10 @@ process every other actor, and leave the key in no output and no file.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import stat
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,25 +61,8 @@ def echo_the_key(request: Request) -> Response:
 
 
 @pytest.fixture
-def silent_url() -> Iterator[str]:
-    """A server that accepts connections and never answers."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.05)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                accepted.append(listener.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}/x.jpg"
-    stop.set()
-    thread.join()
-    for connection in [*accepted, listener]:
-        connection.close()
+def silent_url(silent_server) -> str:
+    return silent_server[0] + "/x.jpg"
 
 
 def hostile_dataset(root: Path, silent_url: str) -> Path:

@@ -843,29 +843,6 @@ def test_a_key_given_twice_in_a_manifest_is_warned_about(tmp_path, caplog):
 # --- a silent server and the deadline of one image ----------------------------------------------
 
 
-@pytest.fixture
-def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
-    """Accepts connections and never answers a byte."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.05)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                accepted.append(listener.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
-    stop.set()
-    thread.join()
-    for connection in accepted:
-        connection.close()
-    listener.close()
-
-
 def test_a_silent_server_times_out_once_and_says_so(tmp_path, silent_server):
     base, accepted = silent_server
     download = DownloadConfig(timeout=0.5, retries=3, max_bytes=1_000_000, deadline=20.0)

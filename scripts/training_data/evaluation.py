@@ -74,7 +74,7 @@ from PIL import (  # the plugins of READABLE_FORMATS: Image.open(formats=...) ne
 from training_data.checks import ActorImages, Check, Finding, ImageView, capped
 from training_data.config import Config, NsfwConfig, QualityConfig, StyleConfig, SubjectConfig
 from training_data.dataset import TrainingImage
-from training_data.errors import ActorError, FatalRunError
+from training_data.errors import ActorError, FatalRunError, is_disk_full
 from training_data.files import DEFAULT_MAX_FILE_BYTES, UnreadableFile, read_regular_file
 from training_data.subject import SUBJECT_CHECK
 
@@ -796,6 +796,18 @@ class CachedVerdict:
     fingerprint: Fingerprint
 
 
+def make_cache_folder(folder: Path) -> None:
+    """A cache that cannot be created fails every actor alike: stop the run."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if is_disk_full(error):
+            raise
+        raise FatalRunError(
+            f"cannot create the evaluation cache {folder}: {error.strerror or error}"
+        ) from None
+
+
 class EvaluationCache:
     """Verdicts by image content and evaluator settings, so a repeated run neither redoes nor
     re-pays them.
@@ -814,12 +826,7 @@ class EvaluationCache:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / CACHE_DATABASE_NAME
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise FatalRunError(
-                f"cannot create the evaluation cache {self.folder}: {error.strerror or error}"
-            ) from None
+        make_cache_folder(self.folder)
         self._run("open", lambda connection: None)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, CachedVerdict]:

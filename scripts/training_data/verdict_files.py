@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from training_data.errors import FatalRunError, is_disk_full
-from training_data.evaluation import CachedVerdict, _verdict_from_json, _verdict_to_json
+from training_data.evaluation import (
+    CachedVerdict,
+    _verdict_from_json,
+    _verdict_to_json,
+    make_cache_folder,
+)
 from training_data.review_site import publish
 
 ACTOR_CACHE_DIR = "actors"
@@ -33,25 +38,13 @@ class ActorVerdictFiles:
 
     def __init__(self, cache_dir: Path) -> None:
         self.folder = Path(cache_dir) / ACTOR_CACHE_DIR
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise FatalRunError(
-                f"cannot create the evaluation cache {self.folder}: {error.strerror or error}"
-            ) from None
+        make_cache_folder(self.folder)
 
     def for_actor(self, actor_name: str) -> ActorVerdictFile:
         digest = hashlib.sha256(actor_name.encode("utf-8", "surrogatepass")).hexdigest()
         readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", actor_name).strip("._")[:60] or "actor"
         folder = self.folder / digest[:2] / f"{readable}-{digest[:16]}"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            if is_disk_full(error):
-                raise
-            raise FatalRunError(
-                f"cannot create the evaluation cache {folder}: {error.strerror or error}"
-            ) from None
+        make_cache_folder(folder)
         return ActorVerdictFile(folder)
 
 
