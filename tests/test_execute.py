@@ -32,7 +32,13 @@ from PIL import Image
 from training_data.config import DEFAULT_PROMPTS, TargetConfig
 from training_data.dataset import Actor, list_training_images, read_manifest
 from training_data.errors import ActorError
-from training_data.execute import actor_descriptor, apply_plan, recover, restore_removed
+from training_data.execute import (
+    actor_descriptor,
+    apply_plan,
+    execution_of_runs,
+    recover,
+    restore_removed,
+)
 from training_data.generation import LocalGenerator
 from training_data.plan import Plan, Removal
 
@@ -148,8 +154,9 @@ def test_execute_reaches_the_target_and_keeps_every_file(tmp_path: Path):
         assert removal["filename"] not in manifest["images"]
     for made in result.generated:
         entry = manifest["images"][made["filename"]]
-        assert set(entry) == {"type", "prompt", "generator", "generated_at"}
+        assert set(entry) == {"type", "prompt", "generator", "generated_at", "run"}
         assert entry["type"] == made["type"] and entry["generator"] == "local"
+        assert entry["run"] == RUN
         assert "a 25-year-old european female" in entry["prompt"]
         assert Image.open(actor.training_dir / made["filename"]).format == "JPEG"
     assert [m["filename"] for m in result.generated] == [
@@ -158,6 +165,28 @@ def test_execute_reaches_the_target_and_keeps_every_file(tmp_path: Path):
     assert {m["prompt"] for m in result.generated if m["type"] == BW} == {
         template.format(descriptor="a 25-year-old european female")
         for template in DEFAULT_PROMPTS[BW]
+    }
+
+
+def test_what_a_run_did_reads_back_from_its_journal_and_manifest(tmp_path: Path):
+    """The record of a run stopped before it wrote one: the same as the one it would have,
+    and nothing of another run's."""
+    actor = make_actor(tmp_path, {PHOTO: 18, BW: 1})
+    result = apply(actor, LocalGenerator())
+    later_run = "20250102T000000Z"
+    later = apply(actor, LocalGenerator(), run=later_run, target=TargetConfig(total=26))
+    assert result.removed and result.generated and later.generated
+
+    for run, done in ((RUN, result), (later_run, later)):
+        read_back = execution_of_runs(actor, [run])
+        assert read_back.removed == done.removed and read_back.generated == done.generated
+        assert read_back.removal_folder == done.removal_folder
+    assert execution_of_runs(actor, ["20250103T000000Z"]).to_dict() == {
+        "removed": [],
+        "generated": [],
+        "unfulfilled": {},
+        "messages": [],
+        "removal_folder": None,
     }
 
 

@@ -24,6 +24,8 @@ actor back to a state where these invariants hold:
    ``training_data/``.
 5. A generated image is written atomically before its manifest entry, and carries that entry in a
    JPEG comment; if a crash falls between the two, recovery adds the entry from the comment.
+   The entry names the run that made it, so what a killed run did reads back from its removal
+   journals and these entries (``execution_of_runs``).
 6. A name is never reused: a new image is ``<actor>_<n>.jpg`` with ``n`` one more than the highest
    number any file, manifest entry or removal folder of the actor has used.
 7. Every manifest and journal rewrite is atomic (temp file, fsync, rename); temp files a killed run
@@ -144,7 +146,7 @@ def apply_plan(
             _remove(actor, folder, removals, manifest is None)
             result.removal_folder = _relative(actor, folder)
             result.removed = [_removed_line(actor, folder, removal) for removal in removals]
-        _generate_all(actor, plan, generator, prompts, source_ranking, result)
+        _generate_all(actor, plan, generator, prompts, source_ranking, run_timestamp, result)
     return result
 
 
@@ -159,6 +161,55 @@ def restore_removed(actor: Actor, run: str | None = None) -> RestoreResult:
     """
     with _disk_errors(actor):
         return _restore_removed(actor, run)
+
+
+def execution_of_runs(actor: Actor, runs: Sequence[str]) -> ExecutionResult:
+    """What the execute steps of these runs did to the actor, read back from their removal
+    journals and the manifest entries of the images they generated: the record of a run stopped
+    before it could write it (call after ``recover``, which settles what it left half done)."""
+    with _disk_errors(actor):
+        journals = [
+            (folder, journal)
+            for folder in _removal_folders(actor)
+            if _of_runs(folder.name, runs) and (journal := _read_journal(folder)) is not None
+        ]
+        return recorded_execution(actor, journals, read_manifest(actor), runs)
+
+
+def recorded_execution(
+    actor: Actor,
+    journals: Sequence[tuple[Path, dict[str, Any]]],
+    manifest: dict[str, Any] | None,
+    runs: Sequence[str],
+) -> ExecutionResult:
+    """The removals still set aside by these journals, and the images the runs generated."""
+    result = ExecutionResult()
+    for folder, journal in journals:
+        kept = [removal for removal in journal["removals"] if not removal.get("restored_at")]
+        result.removed += [_removed_line(actor, folder, removal) for removal in kept]
+        if kept:
+            result.removal_folder = _relative(actor, folder)
+    for filename, entry in ((manifest or {}).get("images") or {}).items():
+        if isinstance(entry, dict) and entry.get("generator") and entry.get("run") in runs:
+            keys = ("type", "prompt", "generator")
+            result.generated.append({"filename": filename} | {key: entry.get(key) for key in keys})
+    return result
+
+
+def combined(earlier: ExecutionResult, later: ExecutionResult) -> ExecutionResult:
+    """One record of two execute steps on the same actor: what is missing is the later's say."""
+    return ExecutionResult(
+        removed=earlier.removed + later.removed,
+        generated=earlier.generated + later.generated,
+        unfulfilled=later.unfulfilled,
+        messages=earlier.messages + later.messages,
+        removal_folder=later.removal_folder or earlier.removal_folder,
+    )
+
+
+def _of_runs(folder_name: str, runs: Sequence[str]) -> bool:
+    """``<run>`` or ``<run>-<n>``: a removal folder of one of these runs."""
+    return any(re.fullmatch(rf"{re.escape(run)}(-\d+)?", folder_name) for run in runs)
 
 
 def removal_runs(actor: Actor) -> list[str]:
@@ -506,6 +557,7 @@ def _generate_all(
     generator: Generator | None,
     prompts: Mapping[str, list[str]],
     source_ranking: Sequence[str],
+    run: str,
     result: ExecutionResult,
 ) -> None:
     for category, count in plan.generations.items():
@@ -521,7 +573,7 @@ def _generate_all(
         for _ in range(count):
             try:
                 result.generated.append(
-                    _generate_one(actor, category, generator, prompts, source_ranking)
+                    _generate_one(actor, category, generator, prompts, source_ranking, run)
                 )
             except ActorError as error:
                 failures[str(error)] = failures.get(str(error), 0) + 1
@@ -549,7 +601,10 @@ def _generate_one(
     generator: Generator,
     prompts: Mapping[str, list[str]],
     source_ranking: Sequence[str],
+    run: str,
 ) -> dict[str, Any]:
+    """One image, its manifest entry naming the run that made it (the record of a run that
+    is stopped before it writes its own is read back from these)."""
     manifest = read_manifest(actor)
     variant = _generated_count(manifest, category)
     templates = prompts.get(category) or [GENERIC_PROMPT.replace("{category}", category)]
@@ -564,6 +619,7 @@ def _generate_one(
         "prompt": prompt,
         "generator": generator.name,
         "generated_at": _now(),
+        "run": run,
     }
     if getattr(generator, "model", None):
         entry["model"] = generator.model
