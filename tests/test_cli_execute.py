@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import random
+import signal
 import subprocess
 import threading
 import time
@@ -103,6 +104,64 @@ def test_execute_killed_at_random_then_resumed_converges(make_dataset, tmp_path)
     assert states["0002_actor"] == "short"
     # balanced when a kill came after its execute but before its completion was recorded
     assert {states["0000_actor"], states["0001_actor"]} <= {"rebalanced", "balanced"}
+
+
+def settled_removal(actor_dir: Path) -> dict | None:
+    """The actor's removal journal once every file of it has moved, else None."""
+    for path in actor_dir.glob("removed_training_data/*/removal.json"):
+        try:
+            journal = json.loads(path.read_text())
+        except (OSError, ValueError):  # read while replaced
+            continue
+        if journal.get("state") == "removed":
+            return journal
+    return None
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_execute_stopped_after_moving_files_is_recorded_by_the_next_run(
+    make_dataset, tmp_path, workers
+):
+    """Stopped after an actor's files moved and before it was recorded: the next run records
+    it as rebalanced, with what was moved where (in this process or in worker processes)."""
+    data_dir = make_dataset(
+        workers, (("photorealistic", 18), ("bw_stylized", 6), ("color_stylized", 5))
+    )
+    actor_dirs, out = sorted((data_dir / "actors").iterdir()), tmp_path / "out"
+    args = ("--all", "--execute", "--data-dir", data_dir, "--output-dir", out)
+    process = start_cli(*args, "--workers", workers, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and not any(map(settled_removal, actor_dirs)):
+        assert time.monotonic() < deadline, "no removal ever settled"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    stopped = {
+        actor_dir: journal
+        for actor_dir in actor_dirs
+        if (journal := settled_removal(actor_dir))
+        and not (out / f"{actor_dir.name}_evaluation.json").exists()
+    }
+    assert stopped, "stopped too late: every actor with moved files was recorded"
+    unrecorded = [d.name for d in actor_dirs if not (out / f"{d.name}_evaluation.json").exists()]
+
+    result = run_cli(*args, "--workers", workers, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for actor_dir, journal in stopped.items():
+        document = json.loads((out / f"{actor_dir.name}_evaluation.json").read_text())
+        assert document["state"] == "rebalanced", document["state_reason"]
+        assert read_progress(out)["actor_states"][actor_dir.name] == "rebalanced"
+        moved = {entry["filename"]: entry["moved_to"] for entry in document["execution"]["removed"]}
+        assert moved == {
+            removal["filename"]: f"removed_training_data/{journal['run']}/{removal['filename']}"
+            for removal in journal["removals"]
+        }
+        assert all((actor_dir / path).is_file() for path in moved.values())
+    assert "  state: balanced\n" not in result.stdout
+    documents = [json.loads((out / f"{name}_evaluation.json").read_text()) for name in unrecorded]
+    removed = sum(len(document["execution"]["removed"]) for document in documents)
+    assert f"  Images removed: {removed}\n" in result.stdout
+    assert not list(out.glob("*_execute_started.json"))
 
 
 def actor_counts(actor_dir: Path) -> dict[str, int]:

@@ -2,6 +2,13 @@
 
 The runner calls ``process_actor`` once per actor. It raises ``ActorError`` for a fault of this
 actor alone and ``FatalRunError`` for one that would fail every actor alike.
+
+An execute stopped between moving an actor's files and writing its evaluation JSON would leave
+the next run finding the set balanced and calling it so, with no record of what was moved. So
+before applying a plan the step writes ``<actor>_execute_started.json`` in the output folder,
+naming the run, and removes it once the JSON with the execution record is written. A run that
+finds it reads back what those runs did (their removal journals, the manifest entries of the
+images they generated), finishes what is left, and records both as one execution.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import Any
 
 import requests
 
+from training_data.atomic import write_json_atomic
 from training_data.config import Config
 from training_data.dataset import (
     IMAGE_SUFFIXES,
@@ -23,6 +31,7 @@ from training_data.dataset import (
     make_session,
     read_manifest,
 )
+from training_data.errors import ActorError
 from training_data.evaluation import (
     ActorEvaluation,
     EvaluationBackend,
@@ -31,7 +40,14 @@ from training_data.evaluation import (
     LocalBackend,
     evaluate_actor,
 )
-from training_data.execute import ExecutionResult, apply_plan, recover
+from training_data.execute import (
+    ExecutionResult,
+    apply_plan,
+    combined,
+    execution_of_runs,
+    recover,
+)
+from training_data.files import UnreadableFile, parse_json, read_regular_file
 from training_data.generation import Generator, LocalGenerator, make_generator
 from training_data.plan import (
     REBALANCED,
@@ -48,6 +64,7 @@ from training_data.verdict_files import ActorVerdictFile, ActorVerdictFiles
 from training_data.wording import plural
 
 NO_IMAGES = "no training images"
+EXECUTE_STARTED_SUFFIX = "_execute_started.json"
 FACE_FAULTS = frozenset(ISSUES)  # a generator source shows one whole, sharp face of the actor
 
 
@@ -134,6 +151,7 @@ def make_backend(config: Config) -> EvaluationBackend:
 
 def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
     recovered = recover(actor)  # finish what an interrupted execute left half done
+    interrupted_runs = execute_started_runs(context.output_dir, actor.name)
     images = load_training_images(actor, context.session, context.config.download)
     if not images:
         return ActorOutcome(
@@ -162,14 +180,25 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
         cache_hits=evaluation.evaluator.get("cache_hits", 0),
         lines=[f"  {message}" for message in recovered] + describe_plan(plan),
     )
+    interrupted = execution_of_runs(actor, interrupted_runs) if interrupted_runs else None
+    if interrupted and not (interrupted.removed or interrupted.generated):
+        interrupted = None  # stopped before it changed anything
+    if interrupted:
+        interrupted.messages.insert(0, interrupted_message(interrupted_runs, interrupted))
     execution_record: dict[str, Any] | None = None
-    if context.execute and plan.has_actions:
-        execution_record = _apply(actor, images, evaluation, plan, context, outcome)
+    if context.execute and (plan.has_actions or interrupted):
+        execution_record = _apply(
+            actor, images, evaluation, plan, context, outcome, interrupted, interrupted_runs
+        )
+    elif interrupted:
+        outcome.lines.append(f"  {interrupted.messages[0]}; the next --execute records it")
     outcome.lines.append(describe_state(outcome.state, outcome.state_reason))
     document = evaluation_document(actor.name, evaluation, plan, context.config, execution_record)
     document |= {"state": outcome.state, "state_reason": outcome.state_reason}
     write_composite(context.output_dir, actor.name, evaluation, plan, outcome.state)
     write_evaluation_json(context.output_dir, actor.name, document)
+    if context.execute:
+        _execute_started_path(context.output_dir, actor.name).unlink(missing_ok=True)
     outcome.review = context.review.publish_actor(document, evaluation.thumbnails)
     outcome.usage = context.backend.usage()
     return outcome
@@ -229,32 +258,71 @@ def _apply(
     plan: Plan,
     context: RunContext,
     outcome: ActorOutcome,
+    interrupted: ExecutionResult | None,
+    interrupted_runs: list[str],
 ) -> dict[str, Any]:
-    """Apply the plan, then evaluate again so the record says where the actor really stands."""
-    result = apply_plan(
-        actor,
-        images,
-        plan,
-        context.generator,
-        context.config.prompts,
-        context.run_timestamp,
-        source_ranking=best_photos(evaluation, plan),
-    )
+    """Apply the plan, then evaluate again so the record says where the actor really stands;
+    with what an interrupted execute of an earlier run did first, as one record."""
+    result, after_plan = ExecutionResult(), plan
+    if plan.has_actions:
+        runs = [*interrupted_runs, context.run_timestamp]
+        write_json_atomic(_execute_started_path(context.output_dir, actor.name), {"runs": runs})
+        result = apply_plan(
+            actor,
+            images,
+            plan,
+            context.generator,
+            context.config.prompts,
+            context.run_timestamp,
+            source_ranking=best_photos(evaluation, plan),
+        )
+        after_plan = _plan_after(actor, context)
+    if interrupted:
+        result = combined(interrupted, result)
+    outcome.execution = result
+    outcome.state, outcome.state_reason = state_after_execute(result, after_plan, plan)
+    outcome.lines += describe_execution(result, after_plan)
+    return result.to_dict() | {"after": after_plan.to_dict()}
+
+
+def _plan_after(actor: Actor, context: RunContext) -> Plan:
+    """The plan for the actor as execute left it: evaluated again, from the cache mostly."""
     manifest = read_manifest(actor)
-    after_images = list_training_images(actor, manifest)
     after = evaluate_actor(
-        after_images,
+        list_training_images(actor, manifest),
         context.config,
         context.backend,
         context.actor_cache(actor.name),
         base_images(actor),
         checks_turned_off(manifest),
     )
-    after_plan = plan_for(actor, after, context.config)
-    outcome.execution = result
-    outcome.state, outcome.state_reason = state_after_execute(result, after_plan, plan)
-    outcome.lines += describe_execution(result, after_plan)
-    return result.to_dict() | {"after": after_plan.to_dict()}
+    return plan_for(actor, after, context.config)
+
+
+def execute_started_runs(output_dir: Path, actor_name: str) -> list[str]:
+    """The runs whose execute of this actor started and never wrote its evaluation JSON."""
+    path = _execute_started_path(output_dir, actor_name)
+    try:
+        record = parse_json(read_regular_file(path).decode("utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, UnreadableFile) as error:
+        raise ActorError(f"{path} is unreadable ({error}); move it aside") from None
+    runs = record.get("runs") if isinstance(record, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(run, str) for run in runs):
+        raise ActorError(f"{path} is not valid: no list of runs; move it aside")
+    return runs
+
+
+def _execute_started_path(output_dir: Path, actor_name: str) -> Path:
+    return Path(output_dir) / f"{actor_name}{EXECUTE_STARTED_SUFFIX}"
+
+
+def interrupted_message(runs: list[str], interrupted: ExecutionResult) -> str:
+    return (
+        f"the execute of run {', '.join(runs)} was interrupted after it removed "
+        f"{len(interrupted.removed)} and generated {len(interrupted.generated)} image(s)"
+    )
 
 
 def state_after_execute(result: ExecutionResult, after: Plan, planned: Plan) -> tuple[str, str]:
