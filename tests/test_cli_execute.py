@@ -1,4 +1,4 @@
-"""--execute and --restore through the CLI: nothing lost, even when killed at random (SPEC §7)."""
+"""--execute and --restore through the CLI: nothing lost, even when killed at random."""
 
 from __future__ import annotations
 

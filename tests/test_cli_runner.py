@@ -1,4 +1,4 @@
-"""The batch runner as a user meets it: real subprocesses, real signals, real files (SPEC §3-§4)."""
+"""The batch runner as a user meets it: real subprocesses, real signals, real files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The TOML config of SPEC §8: defaults, validation naming the key, the results fingerprint."""
+"""The TOML config: defaults, validation naming the key, the results fingerprint."""
 
 from __future__ import annotations
 

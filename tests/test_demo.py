@@ -1,4 +1,4 @@
-"""The --demo dataset (SPEC §9) as a user gets it: made once, the same every time, all planted."""
+"""The --demo dataset as a user gets it: made once, the same every time, all planted."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Escalation to the vision model (issue 14 §2) against a real server on 127.0.0.1."""
+"""Escalation to the vision model against a real server on 127.0.0.1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluation pipeline (SPEC §5): real image files in tmp_path, read the way a user's data is."""
+"""Evaluation pipeline: real image files in tmp_path, read the way a user's data is."""
 
 from __future__ import annotations
 

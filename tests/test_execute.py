@@ -1,4 +1,4 @@
-"""Execute (SPEC §7): reversible removal, generation, restore, and convergence after crashes."""
+"""Execute: reversible removal, generation, restore, and convergence after crashes."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def assert_nothing_lost(actor: Actor, before: dict[str, str], settled: bool = Tr
 
 
 def assert_settled(actor: Actor) -> None:
-    """SPEC §7 at rest: every manifest entry names an existing file; nothing is in two places."""
+    """At rest: every manifest entry names an existing file; nothing is in two places."""
     manifest = read_manifest(actor) or {}
     for name in manifest.get("images", {}):
         assert (actor.training_dir / name).is_file(), name

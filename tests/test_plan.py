@@ -1,4 +1,4 @@
-"""The plan of SPEC §6: targets, the balanced rule, removal order, generation counts."""
+"""The plan: targets, the balanced rule, removal order, generation counts."""
 
 from __future__ import annotations
 

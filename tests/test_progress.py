@@ -1,4 +1,4 @@
-"""The progress store (SPEC §4) as a run meets it: real files, real processes, real SIGKILLs."""
+"""The progress store as a run meets it: real files, real processes, real SIGKILLs."""
 
 from __future__ import annotations
 

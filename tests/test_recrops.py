@@ -1,4 +1,4 @@
-"""Re-crops of one photo are duplicates, other shots of the same people are not (issue 14 §3)."""
+"""Re-crops of one photo are duplicates, other shots of the same people are not."""
 
 from __future__ import annotations
 

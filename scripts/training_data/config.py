@@ -1,4 +1,4 @@
-"""The TOML config of SPEC §8: built-in defaults, strict validation, and the result fingerprint.
+"""The TOML config: built-in defaults, strict validation, and the result fingerprint.
 
 Every key is optional. An unknown key or a bad value raises ``ConfigError`` whose message names the
 key, so the CLI can print one line and exit 2. Secrets never live here: they come from the

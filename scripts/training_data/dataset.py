@@ -1,4 +1,4 @@
-"""Dataset of SPEC §2: find actors, read manifests, list and download training images.
+"""Dataset: find actors, read manifests, list and download training images.
 
 Downloads go one at a time over a single connection-pooled requests session. urllib3's ``Retry``
 retries connection errors and HTTP 408/429/500/502/503/504 up to ``retries`` times, with backoff
@@ -105,7 +105,7 @@ class TrainingImage:
     entry: dict[str, Any] | None = None
 
     def trusted_type(self, categories: tuple[str, ...]) -> str | None:
-        """The manifest ``type``, when it names a configured category (SPEC §2)."""
+        """The manifest ``type``, when it names a configured category."""
         recorded = (self.entry or {}).get("type")
         return recorded if recorded in categories else None
 
@@ -140,7 +140,7 @@ def expected_layout(actors_dir: Path) -> str:
 
 
 def find_actors(data_dir: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list[Actor]:
-    """The actors of SPEC §2, sorted by name; only those that have a ``training_data/`` folder."""
+    """The actors, sorted by name; only those that have a ``training_data/`` folder."""
     return scan_actors(data_dir, max_file_bytes).actors
 
 
@@ -337,7 +337,7 @@ def write_manifest(actor: Actor, manifest: dict[str, Any]) -> None:
 
 
 def check_manifest_filename(name: str) -> None:
-    """A manifest filename must name a file directly inside training_data (SPEC §7)."""
+    """A manifest filename must name a file directly inside training_data."""
     problem = _filename_problem(name)
     if problem:
         raise ActorError(

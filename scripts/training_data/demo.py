@@ -1,4 +1,4 @@
-"""The ``--demo`` dataset of SPEC §9: a few dozen actors drawn with Pillow, defects planted.
+"""The ``--demo`` dataset: a few dozen actors drawn with Pillow, defects planted.
 
 One actor is real: public-domain photos of a person (``faces_data/``, sources and licences in
 its SOURCES.md), with a photo of another person, one without a face and one with the face cut
@@ -183,7 +183,7 @@ def demo_recipes() -> list[tuple[str, ActorRecipe]]:
 
 
 def write_demo_dataset(root: Path) -> None:
-    """Write the whole dataset (SPEC §2 layout) under ``root``."""
+    """Write the whole dataset (the documented layout) under ``root``."""
     palette = _Palette.create(random.Random(DEMO_SEED))
     actors_data = []
     for name, recipe in demo_recipes():

@@ -1,4 +1,4 @@
-"""Escalation (issue 14 §2): the vision model decides only the styles the local stages cannot.
+"""Escalation: the vision model decides only the styles the local stages cannot.
 
 With ``[evaluator] escalate = "openai"`` the local backend judges every image as usual; the images
 whose style it is unsure of (``is_unsure``) then go to the configured OpenAI-compatible model

@@ -1,4 +1,4 @@
-"""Evaluation of SPEC §5: each image's category, quality score and defects, cached by content.
+"""Evaluation: each image's category, quality score and defects, cached by content.
 
 The shared pipeline (``evaluate_actor``) reads each file once, hashes its bytes, decodes it once at
 a small working size, and hands the readable images to a backend that judges style and quality.
@@ -1094,7 +1094,7 @@ def unreadable_evaluation(image: TrainingImage, error: UnreadableImage) -> Image
 def _evaluation(
     sample: ImageSample, sha256: str, judgement: Judgement, config: Config
 ) -> ImageEvaluation:
-    """A manifest type naming a configured category overrides the backend's (SPEC §2)."""
+    """A manifest type naming a configured category overrides the backend's."""
     issues = [issue for issue in judgement.issues if issue not in PIPELINE_ISSUES]
     if min(sample.width, sample.height) < config.quality.min_side:
         issues.append("too_small")

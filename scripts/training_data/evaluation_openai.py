@@ -1,4 +1,4 @@
-"""The `openai` evaluation backend of SPEC §5: any OpenAI-compatible chat-completions endpoint.
+"""The `openai` evaluation backend: any OpenAI-compatible chat-completions endpoint.
 
 Images go out as JPEG data URLs (each image re-read from its file at up to 512 px, or one numbered
 contact sheet per actor), the answer is forced into a strict JSON schema and then checked: every

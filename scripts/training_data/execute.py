@@ -1,4 +1,4 @@
-"""Apply a plan (SPEC §7): set removed images aside reversibly, generate missing ones, restore.
+"""Apply a plan: set removed images aside reversibly, generate missing ones, restore.
 
 A removal moves an image and its sidecars from ``training_data/`` to
 ``removed_training_data/<run>/`` and moves its manifest entry to ``removed_images``. Each removal

@@ -1,4 +1,4 @@
-"""Generator backends of SPEC §7: make one new training image of a category from the actor's photos.
+"""Generator backends: make one new training image of a category from the actor's photos.
 
 ``local`` is offline and Pillow-only: it turns one of the actor's photos into an ink, pencil or
 woodcut drawing (``bw_stylized``) or a cel, poster or pop-art painting (``color_stylized``). It

@@ -1,4 +1,4 @@
-"""The rebalance plan of SPEC §6: plain arithmetic over evaluations, never delegated to a model.
+"""The rebalance plan: plain arithmetic over evaluations, never delegated to a model.
 
 A plan only asks for what the configured generator can make. When the target needs more images
 of a category the generator cannot make than the actor has usable (the category is *short*), the
@@ -273,7 +273,7 @@ def _percentages(counts: Mapping[str, int]) -> dict[str, float]:
 def _is_balanced(
     images: Sequence[ImageEvaluation], counts: Mapping[str, int], target: TargetConfig
 ) -> bool:
-    """SPEC §6: nothing unusable, the right total, every share within tolerance."""
+    """Balanced: nothing unusable, the right total, every share within tolerance."""
     if any(image.unusable or image.type not in target.mix for image in images):
         return False
     if len(images) != target.total:

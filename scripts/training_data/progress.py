@@ -1,4 +1,4 @@
-"""The progress store of SPEC §4: which actors are done, durable after each one, one run per folder.
+"""The progress store: which actors are done, durable after each one, one run per folder.
 
 Files in the output folder:
 

@@ -1,4 +1,4 @@
-"""Re-crops and re-framings of one photo as duplicates (issue 14 §3), by local feature matching.
+"""Re-crops and re-framings of one photo as duplicates, by local feature matching.
 
 Two images cut from one photo (a crop keeping 50-90% of it, mirrored, re-encoded, resized) are
 the same picture for training; two photos of the same person in a similar pose are not. The

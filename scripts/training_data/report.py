@@ -1,4 +1,4 @@
-"""Outputs of SPEC §10 (review sheet, evaluation JSON) and the ``--stats`` text of §3."""
+"""Outputs (review sheet, evaluation JSON) and the ``--stats`` text."""
 
 from __future__ import annotations
 
@@ -206,7 +206,7 @@ def evaluation_document(
     config: Config,
     execution: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The content of ``<actor>_evaluation.json`` (SPEC §10).
+    """The content of ``<actor>_evaluation.json``.
 
     Raises ValueError if the plan names an image number the evaluation does not hold under the
     same filename: the sheet, the JSON and the plan must always point at the same files.
@@ -249,7 +249,7 @@ def write_evaluation_json(output_dir: Path, actor_name: str, document: dict[str,
 def write_composite(
     output_dir: Path, actor_name: str, evaluation: ActorEvaluation, plan: Plan, state: str = ""
 ) -> Path:
-    """Replace ``<actor>_composite.jpg``: the review sheet of SPEC §10, removals marked with
+    """Replace ``<actor>_composite.jpg``: the review sheet, removals marked with
     their reason, under a header line with the actor, its counts against the target and state."""
     images = _in_number_order(evaluation.images)
     _check_plan_matches(images, plan)

@@ -1,4 +1,4 @@
-"""Style category of an image from pixel statistics (SPEC §5): photo, b/w or colour illustration.
+"""Style category of an image from pixel statistics: photo, b/w or colour illustration.
 
 Two questions, answered in turn on the ~256 px working image:
 
