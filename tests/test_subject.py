@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 from PIL import Image, ImageFilter
+from test_plan import image
 
 from training_data import faces
 from training_data.checks import ActorImages, ImageView
@@ -152,19 +153,6 @@ def test_a_drawing_is_another_person_only_further_away():
     assert face_issues(far, SUBJECT, photo=False) == ["other_person"]
 
 
-def evaluation(number: int, category: str, *issues: str, score: int = 7) -> ImageEvaluation:
-    return ImageEvaluation(
-        number=number,
-        filename=f"a_{number}.jpg",
-        type=category,
-        quality_score=score,
-        issues=list(issues),
-        width=512,
-        height=512,
-        sha256=f"{number:064x}",
-    )
-
-
 def test_no_face_cut_off_and_other_person_make_a_photo_unusable_but_only_lower_a_drawing():
     assert {"no_face", "face_cut_off", "other_person"} <= category_unusable(PHOTO)
     for category in (BW, COLOR):
@@ -172,12 +160,12 @@ def test_no_face_cut_off_and_other_person_make_a_photo_unusable_but_only_lower_a
     for issue in ("multiple_faces", "face_too_small", "face_blurry"):
         assert issue not in category_unusable(PHOTO)
     images = [
-        evaluation(1, PHOTO, "no_face", score=3),
-        evaluation(2, PHOTO, "face_cut_off", score=4),
-        evaluation(3, PHOTO, "other_person", score=2),
-        evaluation(4, PHOTO, "face_blurry", score=4),
-        evaluation(5, BW, "no_face", score=3),
-        evaluation(6, COLOR, "other_person", score=2),
+        image(1, PHOTO, 3, "no_face"),
+        image(2, PHOTO, 4, "face_cut_off"),
+        image(3, PHOTO, 2, "other_person"),
+        image(4, PHOTO, 4, "face_blurry"),
+        image(5, BW, 3, "no_face"),
+        image(6, COLOR, 2, "other_person"),
     ]
     plan = make_plan(images, Config().target)
     assert [(r.number, r.reason) for r in plan.removals] == [
@@ -188,9 +176,9 @@ def test_no_face_cut_off_and_other_person_make_a_photo_unusable_but_only_lower_a
 
 
 def reviewed(number: int, category: str, score: int = 6, **measured) -> ImageEvaluation:
-    image = evaluation(number, category, score=score)
-    image.measurements = {"face": face(**measured)}
-    return image
+    evaluated = image(number, category, score)
+    evaluated.measurements = {"face": face(**measured)}
+    return evaluated
 
 
 def test_the_score_uses_the_face():
