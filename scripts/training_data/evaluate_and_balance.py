@@ -324,6 +324,7 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     shard = choose_shard(args, os.environ)
     batch = runner.BatchRun(
         config=config,
+        actors=actors,
         data_dir=data_dir,
         output_dir=output_dir,
         execute=args.execute,

@@ -22,7 +22,7 @@ from typing import Any, NoReturn, TypeVar
 from tqdm import tqdm
 
 from training_data.config import Config, result_settings
-from training_data.dataset import Actor, find_actors
+from training_data.dataset import Actor
 from training_data.errors import ActorError, FatalRunError, is_disk_full
 from training_data.pipeline import ActorOutcome, RunContext, process_actor
 from training_data.plan import BALANCED, REBALANCED, SHORT, SKIPPED
@@ -240,6 +240,7 @@ class BatchRun:
     """``--all``: every actor (of this shard), with progress tracking, in ``workers`` processes."""
 
     config: Config
+    actors: list[Actor]  # as the command line found them (one scan of the data folder)
     data_dir: Path
     output_dir: Path
     execute: bool
@@ -257,7 +258,7 @@ class BatchRun:
         if self.workers > 1:
             warm_up()
         max_file_bytes = self.config.limits.max_file_bytes
-        actors = find_actors(self.data_dir, max_file_bytes)
+        actors = self.actors
         self.output_dir.mkdir(parents=True, exist_ok=True)
         tracker = ProgressTracker(self.shard.folder(self.output_dir), max_file_bytes=max_file_bytes)
         tracker.lock(self.command)
