@@ -214,6 +214,38 @@ def test_execute_reports_then_restore_puts_everything_back(make_dataset, tmp_pat
     assert "nothing left to restore" in again.stdout
 
 
+def test_restore_all_of_one_run_fails_only_the_actor_whose_journal_is_corrupt(
+    make_dataset, tmp_path
+):
+    data_dir = build(make_dataset, tmp_path)
+    out = tmp_path / "out"
+    executed = run_cli(
+        "--all", "--execute", "--data-dir", data_dir, "--output-dir", out, cwd=tmp_path
+    )
+    assert executed.returncode == 0, executed.stderr
+    removed = {
+        name: data_dir / "actors" / name / "removed_training_data"
+        for name in ("0000_actor", "0002_actor")
+    }
+    [run] = [folder.name for folder in removed["0002_actor"].iterdir()]
+    (removed["0000_actor"] / run / "removal.json").write_text("{bad")  # the first actor
+    restored = run_cli(
+        "--restore",
+        "--all",
+        "--run",
+        run,
+        "--data-dir",
+        data_dir,
+        "--output-dir",
+        out,
+        cwd=tmp_path,
+    )
+    assert "Traceback" not in restored.stderr
+    assert restored.returncode == 1, restored.stderr
+    assert "0000_actor: FAILED" in restored.stdout
+    assert not list(removed["0002_actor"].glob("*/*.jpg"))  # the other actor was restored
+
+
 def test_hostile_manifest_path_fails_only_that_actor(make_dataset, tmp_path):
     data_dir = make_dataset(2)
     manifest_path = data_dir / "actors" / "0001_actor" / "training_data" / "manifest.json"

@@ -499,8 +499,9 @@ def restore_one(
     actor = select_actor(actors, actor_id, flag="--restore")
     with locked(output_dir, argv):
         try:
-            if run is not None and run not in removal_runs(actor):
-                known = ", ".join(removal_runs(actor)) or "none"
+            runs = removal_runs(actor)
+            if run is not None and run not in runs:
+                known = ", ".join(runs) or "none"
                 raise UsageError(
                     f"--run {run}: no such removal folder in {actor.removed_dir} (runs: {known})"
                 )
@@ -516,9 +517,9 @@ def restore_all(actors: list[Actor], output_dir: Path, run: str | None, argv: li
     """``--restore --all``: every actor in turn under one lock; one actor's fault stops no other."""
     from tqdm import tqdm
 
-    from training_data.execute import removal_runs, restore_removed
+    from training_data.execute import restore_removed
 
-    if run is not None and not any(run in removal_runs(actor) for actor in actors):
+    if run is not None and not any(run in _readable_runs(actor) for actor in actors):
         raise UsageError(f"--run {run}: no actor has a removal folder of that name")
     tally = {"restored": 0, "kept": 0, "actors_restored": 0, "untouched": 0}
     failures: list[str] = []
@@ -544,6 +545,17 @@ def restore_all(actors: list[Actor], output_dir: Path, run: str | None, argv: li
             bar.update(1)
     print(format_restore_summary(len(actors), tally, failures))
     return EXIT_ACTOR_FAILED if failures else EXIT_OK
+
+
+def _readable_runs(actor: Actor) -> list[str]:
+    """The actor's removal runs; none when its journals cannot be read (restoring it then fails
+    that actor alone, in the loop)."""
+    from training_data.execute import removal_runs
+
+    try:
+        return removal_runs(actor)
+    except ActorError:
+        return []
 
 
 def format_restore_summary(actors: int, tally: dict[str, int], failures: list[str]) -> str:
