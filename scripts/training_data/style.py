@@ -55,7 +55,9 @@ import operator
 
 from PIL import Image, ImageChops, ImageFilter
 
-STYLES = ("photorealistic", "bw_stylized", "color_stylized")
+from training_data.config import LOCAL_CATEGORIES
+
+STYLES = LOCAL_CATEGORIES  # the categories this classifier assigns
 
 # Chroma (in YCbCr units, RMS over Cb and Cr) left after removing each luminance band's mean
 # tint. Grey and toned monochrome images stay under it (a strongly toned, high-contrast drawing
