@@ -33,10 +33,8 @@ import hashlib
 import html
 import io
 import json
-import os
 import re
 import shlex
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -48,7 +46,7 @@ from typing import Any
 
 from PIL import Image
 
-from training_data.atomic import TEMP_PREFIX, sweep_temp_files
+from training_data.atomic import sweep_temp_files, write_bytes_atomic
 from training_data.errors import FatalRunError
 from training_data.files import UnreadableFile, parse_json, read_regular_file
 from training_data.report import short_reason
@@ -107,11 +105,6 @@ def style_confidence(image: Mapping[str, Any]) -> float | None:
     if not _is_number(probability) or image.get("type") is None:
         return None
     return float(probability if image["type"] == "photorealistic" else 1.0 - probability)
-
-
-def is_low_confidence(image: Mapping[str, Any]) -> bool:
-    confidence = style_confidence(image)
-    return confidence is not None and confidence < LOW_CONFIDENCE
 
 
 def face_box(image: Mapping[str, Any]) -> tuple[float, float, float, float] | None:
@@ -279,15 +272,6 @@ class Totals:
 
 def _positive(counter: Counter[str]) -> dict[str, int]:
     return {name: count for name, count in sorted(counter.items()) if count > 0}
-
-
-def categories_of(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The target categories, in the order the first rows list them."""
-    seen: dict[str, None] = {}
-    for row in rows:
-        for category in row["target"]:
-            seen.setdefault(category, None)
-    return list(seen)
 
 
 def restore_command(actor: str, data_dir: Path | None, output_dir: Path | None = None) -> str:
@@ -537,19 +521,6 @@ def _is_number(value: Any) -> bool:
 # --- files (I/O) --------------------------------------------------------------------------------
 
 
-def publish(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically without fsync: a reader sees the old or the new file whole."""
-    handle, temp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            os.fchmod(temp.fileno(), 0o644)
-            temp.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def save_thumbnail(
     thumbs_dir: Path, name: str, working: Image.Image, folders: set[Path] | None = None
 ) -> bool:
@@ -568,7 +539,7 @@ def save_thumbnail(
     small.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
     buffer = io.BytesIO()
     small.convert("RGB").save(buffer, "JPEG", quality=THUMB_QUALITY)
-    publish(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue(), durable=False)
     return True
 
 
@@ -654,7 +625,7 @@ class ReviewSite:
                 sweep_temp_files(folder)
             index = self.folder / "index.html"
             if not index.exists() or index.read_text(encoding="utf-8") != INDEX_HTML:
-                publish(index, INDEX_HTML.encode())
+                write_bytes_atomic(index, INDEX_HTML.encode(), durable=False)
         except OSError as error:
             reason = "a file is in the way" if isinstance(error, FileExistsError) else error
             raise FatalRunError(f"cannot write the report in {self.folder}: {reason}") from None
@@ -774,17 +745,19 @@ class ReviewSite:
 
     def _write_page(self, row: Mapping[str, Any], document: Mapping[str, Any] | None) -> None:
         page = actor_page(row, document, self.data_dir, self._has_thumb, self.output_dir)
-        publish(self.folder / row["page"], page.encode("utf-8", "surrogatepass"))
+        page_bytes = page.encode("utf-8", "surrogatepass")
+        write_bytes_atomic(self.folder / row["page"], page_bytes, durable=False)
 
     def _write_index(self) -> None:
         start = time.monotonic()
-        publish(
+        write_bytes_atomic(
             self.folder / "data" / "index.js",
             index_data(
                 (entry.encoded for entry in self._entries.values()),
                 self._totals,
                 self._categories,
             ),
+            durable=False,
         )
         self._index_pending = False
         now = time.monotonic()
@@ -800,11 +773,13 @@ class ReviewSite:
                 if name not in self._actor_lines:
                     self._actor_lines[name] = actor_csv_line(entry.row, self._categories)
             header = _csv_bytes([actor_csv_header(self._categories)])
-            publish(self.folder / "actors.csv", header + b"".join(self._actor_lines.values()))
-            publish(
+            actor_lines = header + b"".join(self._actor_lines.values())
+            write_bytes_atomic(self.folder / "actors.csv", actor_lines, durable=False)
+            write_bytes_atomic(
                 self.folder / "images.csv",
                 _csv_bytes([IMAGE_COLUMNS])
                 + b"".join(entry.images_csv for entry in self._entries.values()),
+                durable=False,
             )
 
     @property

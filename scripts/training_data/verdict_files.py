@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from training_data.atomic import write_bytes_atomic
 from training_data.errors import FatalRunError, is_disk_full
 from training_data.evaluation import (
     CachedVerdict,
@@ -27,7 +28,7 @@ from training_data.evaluation import (
     _verdict_to_json,
     make_cache_folder,
 )
-from training_data.review_site import publish
+from training_data.files import UnreadableFile, parse_json, read_regular_file
 
 ACTOR_CACHE_DIR = "actors"
 VERDICTS_FILE = "verdicts.json"
@@ -59,9 +60,9 @@ class ActorVerdictFile:
     def _read(self) -> dict[str, Any]:
         if self._entries is None:
             try:
-                document = json.loads(self.path.read_bytes())
-            except (OSError, ValueError):
-                document = {}  # missing or torn: misses, evaluated again
+                document = parse_json(read_regular_file(self.path))
+            except (OSError, ValueError, UnreadableFile):
+                document = {}  # missing, torn or not a regular file: misses, evaluated again
             self._entries = document if isinstance(document, dict) else {}
         return self._entries
 
@@ -80,7 +81,8 @@ class ActorVerdictFile:
         entries = dict(self._read())
         entries.update({key: _verdict_to_json(verdict) for key, verdict in verdicts.items()})
         try:
-            publish(self.path, json.dumps(entries, separators=(",", ":")).encode())
+            data = json.dumps(entries, separators=(",", ":")).encode()
+            write_bytes_atomic(self.path, data, durable=False)
         except OSError as error:
             if is_disk_full(error):
                 raise
