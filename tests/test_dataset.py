@@ -389,7 +389,7 @@ def test_missing_entries_are_downloaded_and_present_files_left_alone(tmp_path, h
     }
     actor = make_actor(tmp_path, "a", files={"have.jpg": b"local"}, manifest=manifest)
 
-    images = load_training_images(actor, session, FAST)
+    _, images = load_training_images(actor, session, FAST)
 
     assert (actor.training_dir / "x.jpg").read_bytes() == jpeg
     assert (actor.training_dir / "y.png").read_bytes() == png
@@ -407,7 +407,7 @@ def test_a_dangling_symlink_is_not_replaced_by_a_download(tmp_path, httpserver, 
     )
     (actor.training_dir / "x.jpg").symlink_to(tmp_path / "elsewhere.jpg")
 
-    images = load_training_images(actor, session, FAST)
+    _, images = load_training_images(actor, session, FAST)
 
     assert [i.filename for i in images] == ["x.jpg"]
     assert (actor.training_dir / "x.jpg").is_symlink()

@@ -413,15 +413,16 @@ def list_training_images(actor: Actor, manifest: dict[str, Any] | None) -> list[
 
 def load_training_images(
     actor: Actor, session: requests.Session, download: DownloadConfig
-) -> list[TrainingImage]:
-    """The actor's whole training set, every downloadable entry fetched, or an ActorError.
+) -> tuple[dict[str, Any] | None, list[TrainingImage]]:
+    """The actor's manifest and whole training set, every downloadable entry fetched, or an
+    ActorError. The manifest is read once (downloads do not change it).
 
     Every manifest filename is checked before the first download, so a hostile name fails the
     actor with nothing fetched or written.
     """
     manifest = read_manifest(actor)
     download_missing(actor, manifest, session, download)
-    return list_training_images(actor, manifest)
+    return manifest, list_training_images(actor, manifest)
 
 
 def count_training_images(actor: Actor) -> int:

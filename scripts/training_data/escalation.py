@@ -129,10 +129,11 @@ def make_escalating_backend(config: Config) -> EscalatingBackend:
 
 
 def escalation_record(
-    images: Sequence[ImageEvaluation], spent_before: Mapping[str, Any], spent: Mapping[str, Any]
+    images: Sequence[ImageEvaluation], usage: Mapping[str, Any]
 ) -> dict[str, Any]:
     """One actor's share of images whose style the vision model decided (cached verdicts
-    included), and the requests and tokens this actor's evaluation cost."""
+    included), and the requests and tokens this actor's evaluation cost (``usage``: the actor's
+    own, as ``evaluate_actor`` records it)."""
     styled = [image for image in images if style_of(image) is not None]
     escalated = [image for image in styled if style_of(image).get("stage") == VISION_STAGE]
     record: dict[str, Any] = {
@@ -141,5 +142,5 @@ def escalation_record(
         "share": round(len(escalated) / len(styled), 3) if styled else 0.0,
     }
     for name in ("requests", *TOKEN_FIELDS):
-        record[name] = spent.get(name, 0) - spent_before.get(name, 0)
+        record[name] = usage.get(name, 0)
     return record

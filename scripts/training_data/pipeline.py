@@ -152,7 +152,7 @@ def make_backend(config: Config) -> EvaluationBackend:
 def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
     recovered = recover(actor)  # finish what an interrupted execute left half done
     interrupted_runs = execute_started_runs(context.output_dir, actor.name)
-    images = load_training_images(actor, context.session, context.config.download)
+    manifest, images = load_training_images(actor, context.session, context.config.download)
     if not images:
         return ActorOutcome(
             state=SKIPPED,
@@ -160,8 +160,7 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
             skipped_reason=NO_IMAGES,
             lines=[f"  state: {SKIPPED} ({NO_IMAGES})"],
         )
-    spent_before = context.backend.usage()
-    references, checks_off = base_images(actor), checks_turned_off(read_manifest(actor))
+    references, checks_off = base_images(actor), checks_turned_off(manifest)
     cache = context.actor_cache(actor.name)
     evaluation = evaluate_actor(
         images, context.config, context.backend, cache, references, checks_off
@@ -170,7 +169,7 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
         from training_data.escalation import escalation_record
 
         evaluation.evaluator["escalation"] = escalation_record(
-            evaluation.images, spent_before, context.backend.usage()
+            evaluation.images, evaluation.evaluator["usage"]
         )
     plan = plan_for(actor, evaluation, context.config)
     outcome = ActorOutcome(
