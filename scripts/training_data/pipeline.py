@@ -6,9 +6,11 @@ actor alone and ``FatalRunError`` for one that would fail every actor alike.
 An execute stopped between moving an actor's files and writing its evaluation JSON would leave
 the next run finding the set balanced and calling it so, with no record of what was moved. So
 before applying a plan the step writes ``<actor>_execute_started.json`` in the output folder,
-naming the run, and removes it once the JSON with the execution record is written. A run that
-finds it reads back what those runs did (their removal journals, the manifest entries of the
-images they generated), finishes what is left, and records both as one execution.
+naming the run; the runner removes it only once the progress store has recorded the actor (a stop
+between the JSON and that record would otherwise leave the next run calling the actor balanced
+and overwriting its execution record). A run that finds it reads back what those runs did (their
+removal journals, the manifest entries of the images they generated), finishes what is left, and
+records both as one execution.
 """
 
 from __future__ import annotations
@@ -196,8 +198,6 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
     document |= {"state": outcome.state, "state_reason": outcome.state_reason}
     write_composite(context.output_dir, actor.name, evaluation, plan, outcome.state)
     write_evaluation_json(context.output_dir, actor.name, document)
-    if context.execute:
-        _execute_started_path(context.output_dir, actor.name).unlink(missing_ok=True)
     outcome.review = context.review.publish_actor(document, evaluation.thumbnails)
     outcome.usage = context.backend.usage()
     return outcome
@@ -311,6 +311,11 @@ def execute_started_runs(output_dir: Path, actor_name: str) -> list[str]:
     if not isinstance(runs, list) or not all(isinstance(run, str) for run in runs):
         raise ActorError(f"{path} is not valid: no list of runs; move it aside")
     return runs
+
+
+def forget_execute_started(output_dir: Path, actor_name: str) -> None:
+    """Called once the actor's outcome is recorded: its execute is no longer unaccounted for."""
+    _execute_started_path(output_dir, actor_name).unlink(missing_ok=True)
 
 
 def _execute_started_path(output_dir: Path, actor_name: str) -> Path:

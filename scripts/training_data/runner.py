@@ -24,7 +24,7 @@ from tqdm import tqdm
 from training_data.config import Config, result_settings
 from training_data.dataset import Actor
 from training_data.errors import ActorError, FatalRunError, is_disk_full
-from training_data.pipeline import ActorOutcome, RunContext, process_actor
+from training_data.pipeline import ActorOutcome, RunContext, forget_execute_started, process_actor
 from training_data.plan import BALANCED, REBALANCED, SHORT, SKIPPED
 from training_data.progress import (
     ProgressTracker,
@@ -449,6 +449,8 @@ class BatchRun:
             tracker.mark_skipped(name, outcome.skipped_reason)
         else:
             tracker.mark_completed(name, outcome.state)
+        if self.execute:
+            forget_execute_started(self.output_dir, name)
         tally.count(name, outcome)
         if not self.sharded:
             update_report(context, name, outcome)
@@ -585,6 +587,8 @@ def run_single(config: Config, actor: Actor, output_dir: Path, *, execute: bool)
             return EXIT_ACTOR_FAILED
     for line in outcome.lines:
         say(line)
+    if execute:
+        forget_execute_started(output_dir, actor.name)
     update_report(context, actor.name, outcome)
     finish_report(context)
     say(f"Results in {output_dir}")
