@@ -77,15 +77,17 @@ def whole_run(
     return times[0], times[1]
 
 
-def profile_actor_steps(data_dir: Path, output_dir: Path) -> str:
+def profile_actor_steps(data_dir: Path, output_dir: Path, config_path: Path | None) -> str:
     """Every actor's step in this thread under cProfile (the runner runs it in another)."""
-    from training_data.config import Config
+    from training_data.config import load_config
     from training_data.dataset import find_actors
     from training_data.pipeline import RunContext, process_actor
 
     shutil.rmtree(output_dir, ignore_errors=True)
     output_dir.mkdir()
-    context = RunContext.create(Config(), output_dir, execute=False, data_dir=data_dir)
+    context = RunContext.create(
+        load_config(config_path), output_dir, execute=False, data_dir=data_dir
+    )
     actors = find_actors(data_dir)
     profiler = cProfile.Profile()
     start = time.perf_counter()
@@ -165,7 +167,7 @@ def main() -> None:
             )
         print(f"the same command with nothing left to do (start-up alone): {idle:.2f} s")
         if args.profile:
-            print(profile_actor_steps(root / "data", root / "profiled"))
+            print(profile_actor_steps(root / "data", root / "profiled", args.config))
 
 
 if __name__ == "__main__":
