@@ -1,7 +1,7 @@
 """A whole run's throughput: ``--all --dry-run`` over 1024-px JPEGs at 1 and more workers.
 
     .venv/bin/python scripts/bench_run.py [--actors 12] [--workers 1 2] [--rounds 2] [--profile]
-        [--bookkeeping 100000]
+        [--config FILE] [--models] [--bookkeeping 100000]
 
 Writes ``--actors`` actors x 20 photo-like 1024-px JPEGs (no manifest types: the style
 classifier runs), then times, in interleaved rounds (best kept: the machine is shared):
@@ -12,6 +12,10 @@ classifier runs), then times, in interleaved rounds (best kept: the machine is s
       which finds nothing left to do: the start-up alone.
 It prints images/s, the speed-up over one worker and each run against (a). ``--profile`` runs
 the actor steps in this process under cProfile and prints where the time goes.
+``--models`` turns every model on (the face checks, the learned style stage and the NSFW score on
+every image) and adds to (a) the models' own bare inference on the same working images: the
+face detector and its landmarks on each image, the face embedding on each face found, the
+style network on each image; it prints each one's cost per image.
 ``--bookkeeping 100000`` times what the runner's process does per finished actor (progress
 marks, the review index row) at that many actors.
 """
@@ -58,6 +62,42 @@ def bare_decode(paths: list[Path]) -> float:
         with Image.open(path) as image:
             image.load()
     return time.perf_counter() - start
+
+
+MODELS_CONFIG = """[subject]
+enabled = true
+[style]
+learned = true
+[nsfw]
+every_image = true
+"""
+
+
+def bare_models(paths: list[Path]) -> dict[str, float]:
+    """Seconds each model takes on its own over the working images (decoded beforehand, not
+    timed): what a run with every model on cannot avoid beyond the decode."""
+    from training_data.evaluation import decode_working_image
+    from training_data.faces import embedding, find_faces
+    from training_data.style_learned import style_model
+
+    workings = [decode_working_image(path.read_bytes())[0] for path in paths]
+    network = style_model()
+    seconds = dict.fromkeys(("face detector", "face embedding", "style network"), 0.0)
+    faces_found = 0
+    for working in workings:
+        start = time.perf_counter()
+        faces = find_faces(working, upsample=1)
+        middle = time.perf_counter()
+        for face in faces:
+            embedding(working, face)
+        end = time.perf_counter()
+        network.run(working)
+        seconds["face detector"] += middle - start
+        seconds["face embedding"] += end - middle
+        seconds["style network"] += time.perf_counter() - end
+        faces_found += len(faces)
+    seconds["faces found"] = faces_found
+    return seconds
 
 
 def whole_run(
@@ -139,6 +179,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--config", type=Path, help="e.g. one with [subject] enabled = false")
+    parser.add_argument("--models", action="store_true", help="every model on, and their cost")
     parser.add_argument("--bookkeeping", type=int, metavar="ACTORS", help="e.g. 100000")
     args = parser.parse_args()
     if args.bookkeeping:
@@ -147,25 +188,44 @@ def main() -> None:
         root = Path(temp)
         paths = write_dataset(root / "data", args.actors)
         images = len(paths)
+        if args.models:
+            args.config = root / "models.toml"
+            args.config.write_text(MODELS_CONFIG)
+        models: dict[str, float] = {}
         bare = float("inf")
         runs = dict.fromkeys(args.workers, float("inf"))
         idle = float("inf")
         for _round in range(args.rounds):
             bare = min(bare, bare_decode(paths))
+            if args.models:
+                measured = bare_models(paths)
+                if not models or sum(measured.values()) < sum(models.values()):
+                    models = measured
             for workers in args.workers:
                 seconds, nothing_left = whole_run(root / "data", root / "out", workers, args.config)
                 runs[workers] = min(runs[workers], seconds)
                 idle = min(idle, nothing_left)
         print(f"{images} images of 1024 px, {args.actors} actors, best of {args.rounds} rounds")
         print(f"bare full decode, one process: {bare:6.2f} s  {images / bare:6.1f} images/s")
+        if models:
+            found = int(models.pop("faces found"))
+            for model, seconds in models.items():
+                print(f"{model}: {1000 * seconds / images:6.2f} ms/image")
+            print(f"  ({found} faces found: the embedding runs once per face)")
+            bare += sum(models.values())
+            print(f"bare decode + bare inference: {bare:6.2f} s (the 'bare' below)")
         first = runs[args.workers[0]]
         for workers, seconds in runs.items():
             print(
                 f"--all --dry-run, {workers} worker(s): {seconds:6.2f} s  "
                 f"{images / seconds:6.1f} images/s  x{first / seconds:.2f} over "
-                f"{args.workers[0]}  {seconds / bare:.2f}x the bare decode"
+                f"{args.workers[0]}  {seconds / bare:.2f}x the bare"
             )
         print(f"the same command with nothing left to do (start-up alone): {idle:.2f} s")
+        for workers, seconds in runs.items():
+            print(
+                f"  {workers} worker(s) less the start-up: {(seconds - idle) / bare:.2f}x the bare"
+            )
         if args.profile:
             print(profile_actor_steps(root / "data", root / "profiled", args.config))
 
