@@ -222,6 +222,10 @@ def main() -> None:
                 f"{args.workers[0]}  {seconds / bare:.2f}x the bare"
             )
         print(f"the same command with nothing left to do (start-up alone): {idle:.2f} s")
+        if sys.flags.dont_write_bytecode:
+            print(
+                "  (PYTHONDONTWRITEBYTECODE is set: packages without .pyc files compile at start)"
+            )
         for workers, seconds in runs.items():
             print(
                 f"  {workers} worker(s) less the start-up: {(seconds - idle) / bare:.2f}x the bare"
