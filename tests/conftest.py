@@ -103,7 +103,10 @@ def cli_command(*args: str | os.PathLike) -> list[str]:
 
 
 def run_cli(
-    *args: str | os.PathLike, cwd: Path, timeout: float = 120
+    *args: str | os.PathLike,
+    cwd: Path,
+    timeout: float = 120,
+    secrets: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
         cli_command(*args),
@@ -112,27 +115,30 @@ def run_cli(
         text=True,
         errors="surrogateescape",  # names that are not UTF-8 are printed as their own bytes
         timeout=timeout,
-        env=cli_env(),
+        env=cli_env(secrets),
     )
 
 
-def start_cli(*args: str | os.PathLike, cwd: Path) -> subprocess.Popen:
+def start_cli(
+    *args: str | os.PathLike, cwd: Path, secrets: dict[str, str] | None = None
+) -> subprocess.Popen:
     return subprocess.Popen(
         cli_command(*args),
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=cli_env(),
+        env=cli_env(secrets),
     )
 
 
-def cli_env() -> dict[str, str]:
+def cli_env(secrets: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without the machine's API keys, plus ``secrets`` a test gives."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("OPENAI_API_KEY", None)
     env.pop("REPLICATE_API_TOKEN", None)
-    return env
+    return env | (secrets or {})
 
 
 def read_progress(output_dir: Path) -> dict:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import itertools
 import json
 import random
 import signal
@@ -18,8 +20,13 @@ from typing import Any
 import pytest
 from conftest import draw_image, read_progress, run_cli, start_cli
 
+from training_data.config import Config
+from training_data.dataset import find_actors
+from training_data.pipeline import RunContext, process_actor
+
 OVER = (("photorealistic", 16), ("bw_stylized", 6), ("color_stylized", 3))
 UNDER_STYLIZED = (("photorealistic", 13), ("bw_stylized", 2), ("color_stylized", 1))
+TOKEN = "r8_test-secret-token-0123456789"
 UNDER_PHOTOS = (("photorealistic", 10), ("bw_stylized", 4), ("color_stylized", 3))
 
 
@@ -118,34 +125,87 @@ def settled_removal(actor_dir: Path) -> dict | None:
     return None
 
 
+class ReplicateGateHandler(BaseHTTPRequestHandler):
+    """A Replicate stand-in: answers a prediction with an image once the test opens the gate, so
+    an execute can be stopped while it is certain to be between its removals and its record."""
+
+    arrived: threading.Event
+    gate: threading.Event
+    seeds = itertools.count(7)  # a distinct image per prediction: else duplicates of each other
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.arrived.set()
+        self.gate.wait(60)
+        buffer = io.BytesIO()
+        draw_image("bw_stylized", next(self.seeds)).save(buffer, "PNG")
+        output = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        body = json.dumps({"id": "p1", "status": "succeeded", "output": [output]}).encode()
+        try:
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:  # the stopped run is gone
+            pass
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def replicate_gate(tmp_path: Path) -> Iterator[tuple[Path, threading.Event, threading.Event]]:
+    """A config using the stand-in, the event 'a prediction was asked for' and the gate."""
+    arrived, gate = threading.Event(), threading.Event()
+    handler = type("Handler", (ReplicateGateHandler,), {"arrived": arrived, "gate": gate})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    config = tmp_path / "replicate.toml"
+    config.write_text(
+        '[generator]\nbackend = "replicate"\n[generator.replicate]\n'
+        f'base_url = "http://127.0.0.1:{server.server_address[1]}/v1"\ntimeout = 60\n'
+    )
+    yield config, arrived, gate
+    gate.set()
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_an_execute_stopped_after_moving_files_is_recorded_by_the_next_run(
-    make_dataset, tmp_path, workers
+    make_dataset, tmp_path, workers, replicate_gate
 ):
-    """Stopped after an actor's files moved and before it was recorded: the next run records
-    it as rebalanced, with what was moved where (in this process or in worker processes)."""
+    """Stopped after an actor's files moved and before it was recorded (its generation is held
+    by the stand-in server): the next run records it as rebalanced, with what was moved where
+    and what it generated (in this process or in worker processes)."""
+    config, arrived, gate = replicate_gate
     data_dir = make_dataset(
-        workers, (("photorealistic", 18), ("bw_stylized", 6), ("color_stylized", 5))
+        workers, (("photorealistic", 18), ("bw_stylized", 2), ("color_stylized", 5))
     )
     actor_dirs, out = sorted((data_dir / "actors").iterdir()), tmp_path / "out"
-    args = ("--all", "--execute", "--data-dir", data_dir, "--output-dir", out)
-    process = start_cli(*args, "--workers", workers, cwd=tmp_path)
-    deadline = time.monotonic() + 120
-    while process.poll() is None and not any(map(settled_removal, actor_dirs)):
-        assert time.monotonic() < deadline, "no removal ever settled"
-        time.sleep(0.005)
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=60)
+    args = ("--all", "--execute", "--config", config, "--data-dir", data_dir, "--output-dir", out)
+    secrets = {"REPLICATE_API_TOKEN": TOKEN}
+    process = start_cli(*args, "--workers", workers, cwd=tmp_path, secrets=secrets)
+    try:
+        assert arrived.wait(120), "no generation was ever asked for"
+        process.send_signal(signal.SIGINT)
+        output, errors = process.communicate(timeout=60)
+    finally:
+        gate.set()
+    assert process.returncode == 130, output + errors
+    recorded = set(read_progress(out)["completed_actors"])
     stopped = {
         actor_dir: journal
         for actor_dir in actor_dirs
-        if (journal := settled_removal(actor_dir))
-        and not (out / f"{actor_dir.name}_evaluation.json").exists()
+        if (journal := settled_removal(actor_dir)) and actor_dir.name not in recorded
     }
-    assert stopped, "stopped too late: every actor with moved files was recorded"
-    unrecorded = [d.name for d in actor_dirs if not (out / f"{d.name}_evaluation.json").exists()]
+    assert stopped, "every actor with moved files was recorded"
+    unrecorded = [d.name for d in actor_dirs if d.name not in recorded]
 
-    result = run_cli(*args, "--workers", workers, cwd=tmp_path)
+    result = run_cli(*args, "--workers", workers, cwd=tmp_path, secrets=secrets)
     assert result.returncode == 0, result.stdout + result.stderr
     for actor_dir, journal in stopped.items():
         document = json.loads((out / f"{actor_dir.name}_evaluation.json").read_text())
@@ -157,11 +217,44 @@ def test_an_execute_stopped_after_moving_files_is_recorded_by_the_next_run(
             for removal in journal["removals"]
         }
         assert all((actor_dir / path).is_file() for path in moved.values())
+        assert len(document["execution"]["generated"]) == 2
+        assert actor_counts(actor_dir) == {
+            "photorealistic": 13,
+            "bw_stylized": 4,
+            "color_stylized": 3,
+        }
     assert "  state: balanced\n" not in result.stdout
     documents = [json.loads((out / f"{name}_evaluation.json").read_text()) for name in unrecorded]
     removed = sum(len(document["execution"]["removed"]) for document in documents)
     assert f"  Images removed: {removed}\n" in result.stdout
     assert not list(out.glob("*_execute_started.json"))
+    assert not any(TOKEN in text for text in (output, errors, result.stdout, result.stderr))
+
+
+def test_an_actor_written_but_never_recorded_is_recorded_as_rebalanced_by_the_next_run(
+    make_dataset, tmp_path
+):
+    """A stop after the actor's JSON was written and before the runner recorded it (a window a
+    signal can hit): the execute-started marker stays, so the next run records what was moved
+    instead of finding the set balanced and writing over the record."""
+    data_dir = make_dataset(1, OVER)
+    out = tmp_path / "out"
+    out.mkdir()
+    context = RunContext.create(Config(), out, execute=True, data_dir=data_dir)
+    outcome = process_actor(find_actors(data_dir)[0], context)  # what a worker does; no record
+    assert outcome.state == "rebalanced"
+    moved = outcome.execution.removed
+    assert moved and (out / "0000_actor_execute_started.json").exists()
+
+    args = ("--all", "--execute", "--data-dir", data_dir, "--output-dir", out)
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "  state: rebalanced\n" in result.stdout
+    document = json.loads((out / "0000_actor_evaluation.json").read_text())
+    assert document["state"] == "rebalanced"
+    assert len(document["execution"]["removed"]) == len(moved)
+    assert read_progress(out)["actor_states"]["0000_actor"] == "rebalanced"
+    assert not (out / "0000_actor_execute_started.json").exists()
 
 
 def actor_counts(actor_dir: Path) -> dict[str, int]:
