@@ -518,3 +518,111 @@ def test_a_dry_run_over_a_read_only_dataset_needs_no_lock(make_dataset, tmp_path
     assert result.returncode == 0, result.stdout + result.stderr
     assert execute.returncode == 2
     assert "check the data folder is writable" in execute.stderr
+
+
+# --- the configured file cap --------------------------------------------------------------------
+
+ONE_MIB = 1024 * 1024
+OVER_ONE_MIB = "2,097,152 bytes is over the 1,048,576-byte limit (limits.max_file_mib)"
+
+
+def set_aside_by_hand(actor_dir: Path, run: str, *, padded_to: int = 0) -> str:
+    """One image moved into ``removed_training_data/<run>`` with its journal, as execute leaves
+    it; ``padded_to``: the journal is still valid JSON, padded with spaces to that size."""
+    training = actor_dir / "training_data"
+    manifest = json.loads((training / "manifest.json").read_text())
+    filename = sorted(manifest["images"])[0]
+    entry = manifest["images"].pop(filename)
+    folder = actor_dir / "removed_training_data" / run
+    folder.mkdir(parents=True)
+    (training / filename).rename(folder / filename)
+    removed_at = "2026-01-01T00:00:00+00:00"
+    manifest["removed_images"] = {
+        filename: entry
+        | {"reason": "surplus", "removed_at": removed_at, "moved_to": "x", "run": run}
+    }
+    (training / "manifest.json").write_text(json.dumps(manifest))
+    removal = {
+        "number": 1,
+        "filename": filename,
+        "type": entry["type"],
+        "reason": "surplus",
+        "removed_at": removed_at,
+        "files": [filename],
+        "manifest_entry": entry,
+    }
+    journal = {
+        "version": 1,
+        "actor": actor_dir.name,
+        "run": run,
+        "created_at": removed_at,
+        "state": "removed",
+        "removals": [removal],
+    }
+    (folder / "removal.json").write_text(json.dumps(journal).ljust(padded_to))
+    return filename
+
+
+def capped_config(tmp_path: Path) -> Path:
+    config = tmp_path / "capped.toml"
+    config.write_text("[limits]\nmax_file_mib = 1\n")
+    return config
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code"), [(("--restore", "--all"), 1), (("--all", "--execute"), 1)]
+)
+def test_a_removal_journal_over_the_configured_cap_fails_its_actor_alone(
+    make_dataset, tmp_path, args, exit_code
+):
+    """limits.max_file_mib caps the journals execute and restore read, as it caps manifests."""
+    data_dir = make_dataset(2)
+    actors = data_dir / "actors"
+    set_aside_by_hand(actors / "0000_actor", "20260101T000000Z", padded_to=2 * ONE_MIB)
+    plain = set_aside_by_hand(actors / "0001_actor", "20260101T000000Z")
+    out = tmp_path / "out"
+    config = capped_config(tmp_path)
+
+    run = run_cli(
+        *args, "--data-dir", data_dir, "--output-dir", out, "--config", config, cwd=tmp_path
+    )
+
+    output = run.stdout + run.stderr
+    assert run.returncode == exit_code, output
+    assert "Traceback" not in output
+    journal = actors / "0000_actor" / "removed_training_data" / "20260101T000000Z" / "removal.json"
+    failure = f"removal journal {journal} is unreadable ({OVER_ONE_MIB}); move it aside"
+    if args[0] == "--restore":
+        assert f"0000_actor: FAILED: {failure}" in run.stdout.splitlines()
+        assert (actors / "0001_actor" / "training_data" / plain).is_file()  # restored
+    else:
+        assert read_progress(out)["failed_actors"][0]["error"] == failure
+        assert read_progress(out)["completed_actors"] == ["0001_actor"]
+    assert journal.stat().st_size == 2 * ONE_MIB  # left as it was
+
+
+def test_an_execute_marker_over_the_configured_cap_fails_its_actor_alone(make_dataset, tmp_path):
+    data_dir = make_dataset(2)
+    out = tmp_path / "out"
+    out.mkdir()
+    marker = out / "0000_actor_execute_started.json"
+    marker.write_text(json.dumps({"runs": ["20260101T000000Z"]}).ljust(2 * ONE_MIB))
+    config = capped_config(tmp_path)
+
+    run = run_cli(
+        "--all",
+        "--execute",
+        "--data-dir",
+        data_dir,
+        "--output-dir",
+        out,
+        "--config",
+        config,
+        cwd=tmp_path,
+    )
+
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    [failed] = read_progress(out)["failed_actors"]
+    assert failed["error"] == f"{marker} is unreadable ({OVER_ONE_MIB}); move it aside"
+    assert read_progress(out)["completed_actors"] == ["0001_actor"]

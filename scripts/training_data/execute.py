@@ -171,7 +171,7 @@ def execution_of_runs(actor: Actor, runs: Sequence[str]) -> ExecutionResult:
         journals = [
             (folder, journal)
             for folder in _removal_folders(actor)
-            if _of_runs(folder.name, runs) and (journal := _read_journal(folder)) is not None
+            if _of_runs(folder.name, runs) and (journal := _read_journal(actor, folder)) is not None
         ]
         return recorded_execution(actor, journals, read_manifest(actor), runs)
 
@@ -300,7 +300,7 @@ def _recover(actor: Actor) -> list[str]:
         sweep_temp_files(actor.training_dir)
     for folder in _removal_folders(actor):
         sweep_temp_files(folder)
-        journal = _read_journal(folder)
+        journal = _read_journal(actor, folder)
         if journal is None:
             _drop_if_empty(folder)
             continue
@@ -852,7 +852,7 @@ def _new_removal_folder(actor: Actor, run: str) -> Path:
 def _journals_newest_first(actor: Actor) -> list[tuple[Path, dict[str, Any]]]:
     journals = []
     for folder in _removal_folders(actor):
-        journal = _read_journal(folder)
+        journal = _read_journal(actor, folder)
         if journal is not None and journal["removals"]:
             journals.append((journal.get("created_at", ""), folder.name, folder, journal))
     journals.sort(key=lambda item: (item[0], item[1]), reverse=True)
@@ -879,11 +879,12 @@ def _write_journal(folder: Path, journal: dict[str, Any]) -> None:
         _raise_for_disk(error, f"cannot write {folder / JOURNAL_NAME}")
 
 
-def _read_journal(folder: Path) -> dict[str, Any] | None:
-    """The folder's journal, checked so that no name in it can reach outside its folders."""
+def _read_journal(actor: Actor, folder: Path) -> dict[str, Any] | None:
+    """The folder's journal, checked so that no name in it can reach outside its folders; like
+    every file of the actor, refused unread over ``limits.max_file_mib``."""
     path = folder / JOURNAL_NAME
     try:
-        journal = parse_json(read_regular_file(path).decode("utf-8"))
+        journal = parse_json(read_regular_file(path, actor.max_file_bytes).decode("utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, UnreadableFile) as error:

@@ -153,7 +153,7 @@ def make_backend(config: Config) -> EvaluationBackend:
 
 def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
     recovered = recover(actor)  # finish what an interrupted execute left half done
-    interrupted_runs = execute_started_runs(context.output_dir, actor.name)
+    interrupted_runs = execute_started_runs(context.output_dir, actor.name, actor.max_file_bytes)
     manifest, images = load_training_images(actor, context.session, context.config.download)
     if not images:
         return ActorOutcome(
@@ -298,11 +298,11 @@ def _plan_after(actor: Actor, context: RunContext) -> Plan:
     return plan_for(actor, after, context.config)
 
 
-def execute_started_runs(output_dir: Path, actor_name: str) -> list[str]:
+def execute_started_runs(output_dir: Path, actor_name: str, max_file_bytes: int) -> list[str]:
     """The runs whose execute of this actor started and never wrote its evaluation JSON."""
     path = _execute_started_path(output_dir, actor_name)
     try:
-        record = parse_json(read_regular_file(path).decode("utf-8"))
+        record = parse_json(read_regular_file(path, max_file_bytes).decode("utf-8"))
     except FileNotFoundError:
         return []
     except (OSError, ValueError, UnreadableFile) as error:
