@@ -10,7 +10,9 @@ import os
 import re
 import shlex
 import shutil
+from pathlib import Path
 
+import pytest
 from conftest import mix_kinds, read_progress, run_cli, write_actor
 
 from training_data.review_site import read_index_data
@@ -148,3 +150,119 @@ def test_an_actor_folder_name_that_is_not_utf8_is_processed_and_recorded(make_da
     assert _rows(output)[os.fsdecode(b"0000_bad\xff")]["images"] == 20
     again = run_cli("--all", "--data-dir", data, "--output-dir", output, cwd=tmp_path)
     assert again.returncode == 0 and "Nothing left to do" in again.stdout
+
+
+# --- hostile files where the report reads ---------------------------------------------------------
+
+NESTED = "[" * 1000 + "]" * 1000
+OVER_ONE_MIB = "2,097,152 bytes is over the 1,048,576-byte limit (limits.max_file_mib)"
+
+
+def capped_config(tmp_path) -> Path:
+    config = tmp_path / "capped.toml"
+    config.write_text("[limits]\nmax_file_mib = 1\n")
+    return config
+
+
+def test_report_over_hostile_evaluations_leaves_each_out_with_one_line(make_dataset, tmp_path):
+    """A FIFO, a nested and an oversize evaluation JSON: one warning each, the rest reported."""
+    data, output, config = make_dataset(4), tmp_path / "out", capped_config(tmp_path)
+    run = run_cli(
+        "--all", "--data-dir", data, "--output-dir", output, "--config", config, cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr
+    fifo, nested, huge = (output / f"000{n}_actor_evaluation.json" for n in range(3))
+    fifo.unlink()
+    os.mkfifo(fifo)
+    nested.write_text('{"actor": "0001_actor", "x": ' + NESTED + "}")
+    huge.write_text(huge.read_text().ljust(2 * 1024 * 1024))  # still valid JSON
+
+    report = run_cli(
+        "--report",
+        "--data-dir",
+        data,
+        "--output-dir",
+        output,
+        "--config",
+        config,
+        cwd=tmp_path,
+        timeout=60,  # a FIFO read would block forever
+    )
+
+    assert report.returncode == 0, report.stderr
+    assert "Traceback" not in report.stderr
+    assert report.stdout.startswith("Report of 1 actors: ")
+    assert list(_rows(output)) == ["0003_actor"]
+    warnings = report.stderr.splitlines()
+    assert warnings == [
+        f"cannot read {fifo} (not a regular file (a FIFO)): 0000_actor is left out of the report",
+        f"cannot read {nested} (nested more than 64 levels deep): 0001_actor is left out of "
+        "the report",
+        f"cannot read {huge} ({OVER_ONE_MIB}): 0002_actor is left out of the report",
+    ]
+
+
+def _fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _nested_index(path: Path) -> None:
+    path.write_text(f"window.REVIEW_DATA = {NESTED};")
+
+
+def _oversize_index_with_a_ghost(path: Path) -> None:
+    """Valid data (a row for an actor without results, which only this file knows), 2 MiB."""
+    text = path.read_text()
+    ghost = text.replace('"0000_actor"', '"0099_ghost"').split('"rows": [\n', 1)[1].split("\n")[0]
+    text = text.replace('"rows": [\n', '"rows": [\n' + ghost + ",\n", 1)
+    path.write_text(text.ljust(2 * 1024 * 1024))
+
+
+HOSTILE_SITE_FILES = {
+    "index.js a FIFO": ("data/index.js", _fifo, "not a regular file (a FIFO)"),
+    "images.csv a FIFO": ("images.csv", _fifo, "not a regular file (a FIFO)"),
+    "index.js nested": ("data/index.js", _nested_index, "nested more than 64 levels deep"),
+    "index.js oversize": ("data/index.js", _oversize_index_with_a_ghost, OVER_ONE_MIB),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "spoil", "reason"), HOSTILE_SITE_FILES.values(), ids=HOSTILE_SITE_FILES.keys()
+)
+def test_a_run_over_hostile_report_data_rebuilds_it_with_one_line(
+    make_dataset, tmp_path, name, spoil, reason
+):
+    data, output, config = make_dataset(1), tmp_path / "out", capped_config(tmp_path)
+    args = ("--all", "--data-dir", data, "--output-dir", output, "--config", config)
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    spoil(output / "report" / name)
+
+    again = run_cli(*args, "--no-resume", cwd=tmp_path, timeout=60)  # never blocks on a FIFO
+
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    assert [line for line in again.stderr.splitlines() if "report" in line] == [
+        f"WARNING training_data.review_site: cannot use {output / 'report' / name} ({reason}): "
+        "the report is rebuilt from the evaluation JSONs"
+    ]
+    assert list(_rows(output)) == ["0000_actor"]
+    assert (output / "report" / "images.csv").read_text().count("\n") == 21
+
+
+def test_report_replaces_an_index_page_that_is_a_fifo(make_dataset, tmp_path):
+    data, output = make_dataset(1), tmp_path / "out"
+    run = run_cli("--all", "--data-dir", data, "--output-dir", output, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    page = output / "report" / "index.html"
+    expected = page.read_bytes()
+    _fifo(page)
+
+    report = run_cli(
+        "--report", "--data-dir", data, "--output-dir", output, cwd=tmp_path, timeout=60
+    )
+
+    assert report.returncode == 0, report.stderr
+    assert "Traceback" not in report.stderr
+    assert page.read_bytes() == expected

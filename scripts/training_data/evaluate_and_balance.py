@@ -448,7 +448,7 @@ def rebuild_report(data_dir: Path, output_dir: Path, max_file_bytes: int, argv: 
         failures = {n: e for n, e in failures.items() if n not in completed}
         skips = {n: r for n, r in skips.items() if n not in completed}
         known_data = data_dir if data_dir.is_dir() else None
-        site = ReviewSite.rebuild(output_dir, failures, skips, known_data)
+        site = ReviewSite.rebuild(output_dir, failures, skips, known_data, max_file_bytes)
     print(f"Report of {len(site.rows)} actors: {output_dir / REPORT_DIR / 'index.html'}")
     return 0
 

@@ -112,7 +112,7 @@ class RunContext:
             run_timestamp=run_timestamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
             review=ReviewSite.for_worker(output_dir, data_dir)
             if in_worker
-            else ReviewSite.open(output_dir, data_dir),
+            else ReviewSite.open(output_dir, data_dir, config.limits.max_file_bytes),
         )
 
     def actor_cache(self, actor_name: str) -> EvaluationCache | ActorVerdictFile:

@@ -33,6 +33,7 @@ import hashlib
 import html
 import io
 import json
+import logging
 import re
 import shlex
 import threading
@@ -48,8 +49,15 @@ from PIL import Image
 
 from training_data.atomic import sweep_temp_files, write_bytes_atomic
 from training_data.errors import FatalRunError
-from training_data.files import UnreadableFile, parse_json, read_regular_file
+from training_data.files import (
+    DEFAULT_MAX_FILE_BYTES,
+    UnreadableFile,
+    parse_json,
+    read_regular_file,
+)
 from training_data.report import short_reason
+
+log = logging.getLogger(__name__)
 
 REPORT_DIR = "report"
 STATES = ("balanced", "rebalanced", "short", "failed", "skipped")
@@ -319,7 +327,7 @@ def read_index_data(data: bytes) -> dict[str, Any]:
     text = data.decode("utf-8", "surrogatepass").strip()
     if not text.startswith(DATA_PREFIX) or not text.endswith(";"):
         raise ValueError("not a review data file")
-    document = json.loads(text[len(DATA_PREFIX) : -1])
+    document = parse_json(text[len(DATA_PREFIX) : -1])
     if not isinstance(document, dict) or not isinstance(document.get("rows"), list):
         raise ValueError("review data without rows")
     return document
@@ -561,12 +569,23 @@ class _Entry:
 
 
 class ReviewSite:
-    """The report of one output folder, brought up to date actor by actor."""
+    """The report of one output folder, brought up to date actor by actor.
 
-    def __init__(self, output_dir: Path, data_dir: Path | None = None) -> None:
+    Every file it reads (evaluation JSONs, its own data) is read as files.py reads a hostile
+    file, under ``max_file_bytes`` (``limits.max_file_mib``): a FIFO, an oversize or a deeply
+    nested file is one warning line, never a hang or a crash.
+    """
+
+    def __init__(
+        self,
+        output_dir: Path,
+        data_dir: Path | None = None,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ) -> None:
         self.folder = Path(output_dir) / REPORT_DIR
         self.output_dir = Path(output_dir)
         self.data_dir = data_dir
+        self.max_file_bytes = max_file_bytes
         self._entries: dict[str, _Entry] = {}
         self._totals = Totals()
         self._categories: list[str] = []
@@ -579,16 +598,22 @@ class ReviewSite:
     # --- opening ---
 
     @classmethod
-    def open(cls, output_dir: Path, data_dir: Path | None = None) -> ReviewSite:
+    def open(
+        cls,
+        output_dir: Path,
+        data_dir: Path | None = None,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ) -> ReviewSite:
         """The site as the last run left it; rebuilt from the evaluation JSONs if unreadable."""
-        site = cls(output_dir, data_dir)
+        site = cls(output_dir, data_dir, max_file_bytes)
         site._prepare()
         try:
             site._load()
-        except (OSError, ValueError, KeyError, TypeError):
-            site._entries.clear()
-            site._totals = Totals()
-            site._load_from_evaluations({}, {})
+        except FileNotFoundError:
+            site._load_afresh()
+        except _UnusableData as error:
+            log.warning("%s: the report is rebuilt from the evaluation JSONs", error)
+            site._load_afresh()
         return site
 
     @classmethod
@@ -606,9 +631,10 @@ class ReviewSite:
         failures: Mapping[str, str],
         skips: Mapping[str, str],
         data_dir: Path | None = None,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> ReviewSite:
         """``--report``: every page again from the evaluation JSONs and progress.json's outcomes."""
-        site = cls(output_dir, data_dir)
+        site = cls(output_dir, data_dir, max_file_bytes)
         site._prepare()
         for folder in [site.folder / "thumbs", *(site.folder / "thumbs").glob("??")]:
             sweep_temp_files(folder)
@@ -624,38 +650,70 @@ class ReviewSite:
                 folder.mkdir(parents=True, exist_ok=True)
                 sweep_temp_files(folder)
             index = self.folder / "index.html"
-            if not index.exists() or index.read_text(encoding="utf-8") != INDEX_HTML:
+            if not _holds(index, INDEX_HTML.encode()):
                 write_bytes_atomic(index, INDEX_HTML.encode(), durable=False)
         except OSError as error:
             reason = "a file is in the way" if isinstance(error, FileExistsError) else error
             raise FatalRunError(f"cannot write the report in {self.folder}: {reason}") from None
 
     def _load(self) -> None:
-        data = read_index_data((self.folder / "data" / "index.js").read_bytes())
+        """The rows and images.csv lines the last run wrote; FileNotFoundError if there are none,
+        ``_UnusableData`` if they cannot be used."""
+        path = self.folder / "data" / "index.js"
+        try:
+            data = read_index_data(read_regular_file(path, self.max_file_bytes))
+        except FileNotFoundError:
+            raise
+        except (OSError, UnreadableFile, ValueError) as error:
+            raise _UnusableData(f"cannot use {path} ({_reason(error)})") from None
         images_csv = self._read_images_csv()
-        for row in data["rows"]:
-            self._put(row, images_csv.get(row["name"], b""))
+        try:
+            for row in data["rows"]:
+                self._put(row, images_csv.get(row["name"], b""))
+        except (KeyError, TypeError, AttributeError):
+            raise _UnusableData(f"cannot use {path} (not rows of this report)") from None
 
     def _read_images_csv(self) -> dict[str, bytes]:
         """Each actor's lines of images.csv, as the site keeps them."""
         path = self.folder / "images.csv"
+        try:
+            text = read_regular_file(path, self.max_file_bytes).decode("utf-8", "surrogateescape")
+        except FileNotFoundError:
+            raise
+        except (OSError, UnreadableFile) as error:
+            raise _UnusableData(f"cannot use {path} ({_reason(error)})") from None
         grouped: dict[str, list[list[str]]] = {}
-        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as file:
-            reader = csv.reader(file)
-            if next(reader, None) != list(IMAGE_COLUMNS):
-                raise ValueError(f"{path} has other columns")
-            for line in reader:
-                grouped.setdefault(line[0], []).append(line)
+        reader = csv.reader(io.StringIO(text, newline=""))
+        if next(reader, None) != list(IMAGE_COLUMNS):
+            raise _UnusableData(f"cannot use {path} (other columns)")
+        for line in reader:
+            grouped.setdefault(line[0], []).append(line)
         return {actor: _csv_bytes(lines) for actor, lines in grouped.items()}
+
+    def _load_afresh(self) -> None:
+        self._entries.clear()
+        self._totals = Totals()
+        self._categories.clear()
+        self._actor_lines.clear()
+        self._load_from_evaluations({}, {})
 
     def _load_from_evaluations(
         self, failures: Mapping[str, str], skips: Mapping[str, str], write_pages: bool = False
     ) -> None:
         documents = {}
         for path in sorted(self.output_dir.glob("*_evaluation.json")):
-            document = _read_document(path)
-            if document is not None:
-                documents[str(document["actor"])] = document
+            try:
+                document = _read_document(path, self.max_file_bytes)
+            except (OSError, UnreadableFile, ValueError) as error:
+                actor = path.name.removesuffix("_evaluation.json")
+                log.warning(
+                    "cannot read %s (%s): %s is left out of the report",
+                    path,
+                    _reason(error),
+                    actor,
+                )
+                continue
+            documents[str(document["actor"])] = document
         for name in sorted(set(documents) | set(failures) | set(skips)):
             document = documents.get(name)
             row = actor_row(
@@ -714,7 +772,13 @@ class ReviewSite:
         self._record_outcome(name, skipped_reason=reason)
 
     def _record_outcome(self, name: str, *, error: str = "", skipped_reason: str = "") -> None:
-        document = _read_document(self.output_dir / f"{name}_evaluation.json")
+        """The page shows the failure or skip, and the last evaluation before it if readable."""
+        try:
+            document = _read_document(
+                self.output_dir / f"{name}_evaluation.json", self.max_file_bytes
+            )
+        except (OSError, UnreadableFile, ValueError):
+            document = None
         if document is not None and document.get("actor") != name:
             document = None
         row = actor_row(
@@ -787,16 +851,33 @@ class ReviewSite:
         return [entry.row for entry in self._entries.values()]
 
 
-def _read_document(path: Path) -> dict[str, Any] | None:
-    """An evaluation JSON, or None when it is missing or not one (the report is best effort);
-    a FIFO or a huge or deeply nested file in its place is not one (files.py)."""
-    try:
-        document = parse_json(read_regular_file(path))
-    except (OSError, ValueError, UnreadableFile):
-        return None
+def _read_document(path: Path, max_bytes: int) -> dict[str, Any]:
+    """An evaluation JSON; a FIFO or a huge or deeply nested file in its place is an
+    ``UnreadableFile`` or a ValueError (files.py), as is a JSON that is not an evaluation."""
+    document = parse_json(read_regular_file(path, max_bytes))
     if not isinstance(document, dict) or not isinstance(document.get("actor"), str):
-        return None
+        raise ValueError("not an evaluation: no actor name")
     return document
+
+
+def _holds(path: Path, content: bytes) -> bool:
+    """Whether the file is a regular file with these bytes (a FIFO is never waited on)."""
+    try:
+        return read_regular_file(path, len(content)) == content
+    except (OSError, UnreadableFile):
+        return False
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8"
+    return str(error)
+
+
+class _UnusableData(Exception):
+    """The report's own data files cannot be loaded: the file and why, in one line."""
 
 
 # --- the static parts ---------------------------------------------------------------------------
