@@ -151,7 +151,7 @@ def bookkeeping(actors: int, measured: int = 300) -> str:
         tracker.start(names, "dry_run", {}, resume=False, retry_failed=False)
         site = ReviewSite.for_worker(Path(temp))
         (site.folder / "data").mkdir(parents=True)
-        row = actor_row(None, "", error="failed", has_thumb=lambda _name: False)
+        row = actor_row(None, "", [], error="failed")
         for name in names:
             site.put_entry(ReviewEntry(dict(row, name=name), b""), throttled=True)
         costs = []

@@ -165,8 +165,9 @@ def capped_config(tmp_path) -> Path:
 
 
 def test_report_over_hostile_evaluations_leaves_each_out_with_one_line(make_dataset, tmp_path):
-    """A FIFO, a nested and an oversize evaluation JSON: one warning each, the rest reported."""
-    data, output, config = make_dataset(4), tmp_path / "out", capped_config(tmp_path)
+    """A FIFO, a nested, an oversize and an odd evaluation JSON: one warning each, the rest
+    reported."""
+    data, output, config = make_dataset(5), tmp_path / "out", capped_config(tmp_path)
     run = run_cli(
         "--all", "--data-dir", data, "--output-dir", output, "--config", config, cwd=tmp_path
     )
@@ -176,6 +177,8 @@ def test_report_over_hostile_evaluations_leaves_each_out_with_one_line(make_data
     os.mkfifo(fifo)
     nested.write_text('{"actor": "0001_actor", "x": ' + NESTED + "}")
     huge.write_text(huge.read_text().ljust(2 * 1024 * 1024))  # still valid JSON
+    odd = output / "0003_actor_evaluation.json"
+    odd.write_text('{"actor": "0003_actor", "images": 5}')
 
     report = run_cli(
         "--report",
@@ -192,13 +195,15 @@ def test_report_over_hostile_evaluations_leaves_each_out_with_one_line(make_data
     assert report.returncode == 0, report.stderr
     assert "Traceback" not in report.stderr
     assert report.stdout.startswith("Report of 1 actors: ")
-    assert list(_rows(output)) == ["0003_actor"]
-    warnings = report.stderr.splitlines()
-    assert warnings == [
-        f"cannot read {fifo} (not a regular file (a FIFO)): 0000_actor is left out of the report",
-        f"cannot read {nested} (nested more than 64 levels deep): 0001_actor is left out of "
-        "the report",
-        f"cannot read {huge} ({OVER_ONE_MIB}): 0002_actor is left out of the report",
+    assert list(_rows(output)) == ["0004_actor"]
+    assert report.stderr.splitlines() == [
+        f"cannot read {path} ({reason}): the report shows no evaluation of {actor}"
+        for path, reason, actor in (
+            (fifo, "not a regular file (a FIFO)", "0000_actor"),
+            (nested, "nested more than 64 levels deep", "0001_actor"),
+            (huge, OVER_ONE_MIB, "0002_actor"),
+            (odd, "not an evaluation this tool wrote", "0003_actor"),
+        )
     ]
 
 

@@ -131,39 +131,43 @@ def test_image_rows_carry_the_plan_mark_and_link_duplicates_by_number():
     assert rows[2]["thumb"] is None  # an unreadable file has no picture to show
 
 
+def _row(document: dict, name: str) -> dict:
+    return actor_row(document, name, image_rows(document))
+
+
 def test_actor_row_counts_and_needs_a_look():
     low = {"style": {"photo_probability": LOW_CONFIDENCE - 0.1}}
     images = [_image(1, issues=["blurry"]), _image(2, measurements=low), _image(3)]
     delete = [{"number": 1, "filename": "img_1.jpg", "reason": "surplus photorealistic"}]
-    row = actor_row(_document(images=images, images_to_delete=delete), "anna")
+    row = _row(_document(images=images, images_to_delete=delete), "anna")
     assert (row["state"], row["images"], row["remove"], row["generate"]) == ("rebalanced", 3, 1, 1)
     assert (row["defects"], row["low"], row["look"]) == (1, 1, True)
     assert row["issues"] == {"blurry": 1}
     assert row["types"] == {"photorealistic": 3}
     assert row["thumbs"][0][1] == 1  # the removal is marked in the strip
-    calm = actor_row(_document(images=[_image(1)], is_balanced=True), "bob")
+    calm = _row(_document(images=[_image(1)], is_balanced=True), "bob")
     assert (calm["state"], calm["look"]) == ("balanced", False)
-    failed = actor_row(None, "carl", error="download failed")
+    failed = actor_row(None, "carl", [], error="download failed")
     assert (failed["state"], failed["reason"]) == ("failed", "download failed")
     assert failed["look"] is True
 
 
 def test_counts_after_an_execute_run_replace_the_planned_ones():
     execution = {"after": {"counts": {"photorealistic": 2, "bw_stylized": 1}}, "removed": []}
-    row = actor_row(_document(execution=execution), "anna")
+    row = _row(_document(execution=execution), "anna")
     assert row["counts"] == {"photorealistic": 2, "bw_stylized": 1}
     assert row["after_execute"] is True
 
 
 def test_totals_follow_rows_added_and_replaced():
     totals = Totals()
-    first = actor_row(_document(images=[_image(1, issues=["blurry"])]), "anna")
+    first = _row(_document(images=[_image(1, issues=["blurry"])]), "anna")
     totals.add(first)
-    totals.add(actor_row(None, "bob", error="boom"))
+    totals.add(actor_row(None, "bob", [], error="boom"))
     assert totals.to_dict()["states"]["rebalanced"] == 1
     assert totals.to_dict()["issues"] == {"blurry": 1}
     totals.remove(first)
-    totals.add(actor_row(_document(images=[_image(1)], is_balanced=True), "anna"))
+    totals.add(_row(_document(images=[_image(1)], is_balanced=True), "anna"))
     result = totals.to_dict()
     assert result["actors"] == 2
     assert result["states"] == {
@@ -179,7 +183,7 @@ def test_totals_follow_rows_added_and_replaced():
 
 
 def test_index_data_round_trips_and_no_name_can_close_the_script():
-    row = actor_row(_document(name=HOSTILE), HOSTILE)
+    row = _row(_document(name=HOSTILE), HOSTILE)
     totals = Totals()
     totals.add(row)
     data = index_data([encode_row(row)], totals, ["photorealistic"])
@@ -207,7 +211,7 @@ def test_actor_page_escapes_every_name_and_draws_the_face_box():
     ]
     delete = [{"number": 2, "filename": "img_2.jpg", "reason": f"duplicate of {HOSTILE}"}]
     document = _document(name=HOSTILE, images=images, images_to_delete=delete)
-    page = actor_page(actor_row(document, HOSTILE), document, None)
+    page = actor_page(_row(document, HOSTILE), document, image_rows(document), None)
     assert "<script>" not in page and "<i>" not in page
     assert "&lt;i&gt;note&lt;/i&gt;" in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in page
@@ -226,7 +230,7 @@ def test_execute_run_shows_where_files_went_and_how_to_restore(tmp_path):
         "after": {"counts": {"photorealistic": 1, "bw_stylized": 1}},
     }
     document = _document(name="o'neil", execution=execution)
-    page = actor_page(actor_row(document, "o'neil"), document, tmp_path / "data")
+    page = actor_page(_row(document, "o'neil"), document, image_rows(document), tmp_path / "data")
     assert "removed/run/img_2.jpg" in page and "gen_1.png" in page
     assert "after execute: photorealistic <b>1</b> / 2" in page
     assert "evaluate-and-balance --restore &#x27;o&#x27;&quot;&#x27;&quot;&#x27;neil&#x27;" in page
@@ -302,6 +306,17 @@ def test_unreadable_data_file_is_rebuilt_from_the_evaluations(tmp_path):
     data_file.write_text("garbage")
     site = ReviewSite.open(tmp_path)
     assert [row["name"] for row in site.rows] == ["anna"]
+
+
+def test_an_odd_evaluation_of_a_failed_actor_leaves_its_failure_on_the_report(tmp_path):
+    (tmp_path / "anna_evaluation.json").write_text(json.dumps({"actor": "anna", "images": 5}))
+    site = ReviewSite.rebuild(tmp_path, {"anna": "boom"}, {})
+    assert [(row["name"], row["state"], row["images"]) for row in site.rows] == [
+        ("anna", "failed", 0)
+    ]
+    site = ReviewSite.open(tmp_path)
+    site.record_failure("anna", "boom again")
+    assert site.rows[0]["reason"] == "boom again"
 
 
 def test_thumbnails_missing_on_disk_are_not_linked(tmp_path):

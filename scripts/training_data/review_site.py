@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 REPORT_DIR = "report"
 STATES = ("balanced", "rebalanced", "short", "failed", "skipped")
 NEEDS_A_LOOK_STATES = frozenset({"failed", "short"})
+MALFORMED = (TypeError, AttributeError, KeyError, ValueError)  # valid JSON, not our evaluation
 INDEX_REST_FACTOR = 10  # a throttled index.js rewrite takes at most a tenth of the run's time
 LOW_CONFIDENCE = 0.65  # a style call less sure than this asks for a look
 THUMB_SIDE = 160
@@ -194,12 +195,15 @@ def image_rows(
 def actor_row(
     document: Mapping[str, Any] | None,
     name: str,
+    images: Sequence[Mapping[str, Any]],
     *,
     error: str = "",
     skipped_reason: str = "",
-    has_thumb: Callable[[str], bool] = lambda _name: True,
 ) -> dict[str, Any]:
-    """The actor's line of the index: a failure or a skip overrides what an older JSON says."""
+    """The actor's line of the index: a failure or a skip overrides what an older JSON says.
+
+    ``images``: the document's ``image_rows``, built once per actor for the row, the page and
+    images.csv (each build checks every thumbnail on disk)."""
     document = document or {}
     if error:
         state, reason = "failed", error
@@ -207,7 +211,6 @@ def actor_row(
         state, reason = "skipped", skipped_reason
     else:
         state, reason = actor_state(document)
-    images = image_rows(document, has_thumb) if document else []
     target = dict((document.get("target") or {}).get("counts") or {})
     after = (document.get("execution") or {}).get("after") or {}
     counts = dict(after.get("counts") or document.get("counts") or {})
@@ -379,8 +382,8 @@ def _csv_bytes(rows: Iterable[Sequence[Any]]) -> bytes:
 def actor_page(
     row: Mapping[str, Any],
     document: Mapping[str, Any] | None,
+    images: Sequence[Mapping[str, Any]],
     data_dir: Path | None,
-    has_thumb: Callable[[str], bool] = lambda _name: True,
     output_dir: Path | None = None,
 ) -> str:
     """The whole HTML of one actor's page; every value from the data is escaped."""
@@ -398,7 +401,7 @@ def actor_page(
         parts += _summary(row, document)
         if row["error"]:
             parts.append("<h2>The last evaluation before this failure</h2>")
-        parts += _image_cards(image_rows(document, has_thumb), document)
+        parts += _image_cards(images, document)
         parts += _execution(name, document.get("execution"), data_dir, output_dir)
     parts.append("</body></html>\n")
     return "\n".join(parts)
@@ -700,33 +703,41 @@ class ReviewSite:
     def _load_from_evaluations(
         self, failures: Mapping[str, str], skips: Mapping[str, str], write_pages: bool = False
     ) -> None:
-        documents = {}
+        documents: dict[str, tuple[Path, dict[str, Any]]] = {}
         for path in sorted(self.output_dir.glob("*_evaluation.json")):
             try:
                 document = _read_document(path, self.max_file_bytes)
             except (OSError, UnreadableFile, ValueError) as error:
-                actor = path.name.removesuffix("_evaluation.json")
-                log.warning(
-                    "cannot read %s (%s): %s is left out of the report",
-                    path,
-                    _reason(error),
-                    actor,
-                )
-                continue
-            documents[str(document["actor"])] = document
+                _warn_unreadable(path, _reason(error), path.name.removesuffix("_evaluation.json"))
+            else:
+                documents[document["actor"]] = (path, document)
         for name in sorted(set(documents) | set(failures) | set(skips)):
-            document = documents.get(name)
-            row = actor_row(
-                document,
-                name,
-                error=failures.get(name, ""),
-                skipped_reason=skips.get(name, ""),
-                has_thumb=self._has_thumb,
-            )
-            images = image_rows(document, self._has_thumb) if document else []
-            self._put(row, image_csv_lines(name, images))
-            if write_pages:
-                self._write_page(row, document)
+            path, document = documents.get(name, (None, None))
+            outcome = {"error": failures.get(name, ""), "skipped_reason": skips.get(name, "")}
+            try:
+                entry = self._entry(document, name, write_page=write_pages, **outcome)
+            except MALFORMED:
+                _warn_unreadable(path, "not an evaluation this tool wrote", name)
+                if not any(outcome.values()):
+                    continue
+                entry = self._entry(None, name, write_page=write_pages, **outcome)
+            self._put(entry.row, entry.images_csv)
+
+    def _entry(
+        self,
+        document: Mapping[str, Any] | None,
+        name: str,
+        *,
+        error: str = "",
+        skipped_reason: str = "",
+        write_page: bool = True,
+    ) -> ReviewEntry:
+        """The actor's row and images.csv lines, and its page, from one build of its images."""
+        images = image_rows(document, self._has_thumb) if document else []
+        row = actor_row(document, name, images, error=error, skipped_reason=skipped_reason)
+        if write_page:
+            self._write_page(row, document, images)
+        return ReviewEntry(row, image_csv_lines(name, images))
 
     # --- updates ---
 
@@ -747,8 +758,10 @@ class ReviewSite:
             working = (thumbnails or {}).get(image["number"])
             if image["thumb"] and working is not None:
                 save_thumbnail(self.folder / "thumbs", image["thumb"], working, self._folders)
-        row = actor_row(document, name, has_thumb=self._has_thumb)
-        self._write_page(row, document)
+            elif image["thumb"] and not self._has_thumb(image["thumb"]):
+                image["thumb"] = None  # no working image now, and no earlier run made one
+        row = actor_row(document, name, images)
+        self._write_page(row, document, images)
         return ReviewEntry(row, image_csv_lines(name, images))
 
     def put_entry(self, entry: ReviewEntry, *, throttled: bool = False) -> None:
@@ -781,13 +794,13 @@ class ReviewSite:
             document = None
         if document is not None and document.get("actor") != name:
             document = None
-        row = actor_row(
-            document, name, error=error, skipped_reason=skipped_reason, has_thumb=self._has_thumb
-        )
-        self._write_page(row, document)
+        outcome = {"error": error, "skipped_reason": skipped_reason}
+        try:
+            entry = self._entry(document, name, **outcome)
+        except MALFORMED:  # the outcome still shows, without the odd evaluation
+            entry = self._entry(None, name, **outcome)
         with self._mutex:
-            images = image_rows(document, self._has_thumb) if document else []
-            self._put(row, image_csv_lines(name, images))
+            self._put(entry.row, entry.images_csv)
             self._write_index()
 
     def _put(self, row: dict[str, Any], images_csv: bytes) -> None:
@@ -807,8 +820,13 @@ class ReviewSite:
     def _has_thumb(self, name: str) -> bool:
         return (self.folder / "thumbs" / name).exists()
 
-    def _write_page(self, row: Mapping[str, Any], document: Mapping[str, Any] | None) -> None:
-        page = actor_page(row, document, self.data_dir, self._has_thumb, self.output_dir)
+    def _write_page(
+        self,
+        row: Mapping[str, Any],
+        document: Mapping[str, Any] | None,
+        images: Sequence[Mapping[str, Any]],
+    ) -> None:
+        page = actor_page(row, document, images, self.data_dir, self.output_dir)
         page_bytes = page.encode("utf-8", "surrogatepass")
         write_bytes_atomic(self.folder / row["page"], page_bytes, durable=False)
 
@@ -858,6 +876,10 @@ def _read_document(path: Path, max_bytes: int) -> dict[str, Any]:
     if not isinstance(document, dict) or not isinstance(document.get("actor"), str):
         raise ValueError("not an evaluation: no actor name")
     return document
+
+
+def _warn_unreadable(path: Path | None, reason: str, actor: str) -> None:
+    log.warning("cannot read %s (%s): the report shows no evaluation of %s", path, reason, actor)
 
 
 def _holds(path: Path, content: bytes) -> bool:
