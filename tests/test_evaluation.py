@@ -438,7 +438,7 @@ def test_uniform_image_is_low_information_not_blurry(tmp_path):
 def test_sharpness_filter_clips_like_pillows_eight_bit_filter():
     """The Laplacian is filtered as 32-bit integers for speed: the pixels must be the 8-bit
     filter's, saturated at both ends (hard ink edges), or every cached sharpness would shift."""
-    from training_data.evaluation import LAPLACIAN, _laplacian
+    from training_data.checks import LAPLACIAN, laplacian
 
     rng = random.Random(3)
     ink = Image.new("L", (97, 61), 255)
@@ -449,7 +449,7 @@ def test_sharpness_filter_clips_like_pillows_eight_bit_filter():
     noisy = ImageChops.add(photo(4, side=97).convert("L"), Image.effect_noise((97, 97), 60), 2)
     for grey in (ink, noisy, Image.new("L", (3, 3), 7)):
         expected = grey.filter(LAPLACIAN)
-        assert _laplacian(grey).tobytes() == expected.tobytes()
+        assert laplacian(grey).tobytes() == expected.tobytes()
     assert ink.filter(LAPLACIAN).getextrema() == (0, 255)
 
 

@@ -25,17 +25,20 @@ grey image or the faces pay for them once. The registry is ``evaluation.LOCAL_CH
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from training_data import faces
 
 NEEDS = frozenset({"working", "grey", "faces", "face_crop", "embedding"})
 FIRST_LOOK_UPSAMPLE = 1
+LAPLACIAN = ImageFilter.Kernel((3, 3), (0, 1, 0, 1, -4, 1, 0, 1, 0), scale=1, offset=128)
 
 
 @dataclass
@@ -144,3 +147,37 @@ def inside_box(box: Sequence[int], size: tuple[int, int]) -> tuple[int, int, int
 def capped(score: int, issues: Sequence[str], caps: Mapping[str, int]) -> int:
     """``score`` lowered to the cap of its worst issue."""
     return min([score, *(caps[issue] for issue in issues if issue in caps)])
+
+
+def sharpness(grey: Image.Image) -> float:
+    """100 x Laplacian std / luminance std of an "L" image (0 under 3 px a side): the frame's
+    sharpness (on its centre) and the face's. Dividing by the spread makes it
+    contrast-independent. Pillow's filter copies the border unfiltered: that 1-pixel frame is
+    cut off."""
+    if grey.width < 3 or grey.height < 3:
+        return 0.0
+    edges = laplacian(grey).crop((1, 1, grey.width - 1, grey.height - 1))
+    spread = mean_and_std(grey.histogram())[1]
+    return 100 * mean_and_std(edges.histogram())[1] / max(spread, 1.0)
+
+
+def laplacian(grey: Image.Image) -> Image.Image:
+    """LAPLACIAN of an "L" image: filtered as 32-bit integers, the conversion back clipping to
+    0-255 as the 8-bit filter does; the same pixels at half the cost (Pillow's 8-bit 3x3 filter
+    is its slow path)."""
+    return grey.convert("I").filter(LAPLACIAN).convert("L")
+
+
+def mean_and_std(histogram: Sequence[int]) -> tuple[float, float]:
+    """Of a 256-bin histogram, from running sums (C loops, no per-bin multiplications).
+
+    With suffix counts S(j) = sum of h(i >= j): sum S(j >= 1) = sum i h(i), and the suffix sums
+    of S add up to sum h(i) (i+1)(i+2)/2, which gives sum i^2 h(i). All exact integers.
+    """
+    suffix = list(itertools.accumulate(reversed(histogram)))
+    total = suffix[-1]
+    count = total or 1
+    first = sum(suffix) - total
+    second = 2 * sum(itertools.accumulate(suffix)) - 3 * first - 2 * total
+    mean = first / count
+    return mean, math.sqrt(max(second / count - mean * mean, 0.0))

@@ -64,14 +64,21 @@ from PIL import (  # the plugins of READABLE_FORMATS: Image.open(formats=...) ne
     BmpImagePlugin,  # noqa: F401
     GifImagePlugin,  # noqa: F401
     Image,
-    ImageFilter,
     JpegImagePlugin,  # noqa: F401
     PngImagePlugin,  # noqa: F401
     UnidentifiedImageError,
     WebPImagePlugin,  # noqa: F401
 )
 
-from training_data.checks import ActorImages, Check, Finding, ImageView, capped
+from training_data.checks import (
+    ActorImages,
+    Check,
+    Finding,
+    ImageView,
+    capped,
+    mean_and_std,
+    sharpness,
+)
 from training_data.config import Config, NsfwConfig, QualityConfig, StyleConfig, SubjectConfig
 from training_data.dataset import TrainingImage
 from training_data.errors import ActorError, FatalRunError, is_disk_full
@@ -191,7 +198,6 @@ MID_GREY = 128
 FULL_TONAL_RANGE = 160
 FULL_ENTROPY_BITS = 4.0
 SCORE_CAPS = {"low_information": 1, "too_small": 3, "blurry": 4, "too_dark": 5, "too_bright": 5}
-LAPLACIAN = ImageFilter.Kernel((3, 3), (0, 1, 0, 1, -4, 1, 0, 1, 0), scale=1, offset=MID_GREY)
 EXIF_ORIENTATION = 0x0112
 ORIENTATION_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -505,7 +511,7 @@ class PixelStatistics:
 
 def pixel_statistics(grey: Image.Image, histogram: list[int]) -> PixelStatistics:
     """Of the working image's "L" conversion and its histogram (the style classifier reads both)."""
-    mean, std = _mean_and_std(histogram)
+    mean, std = mean_and_std(histogram)
     p01, p99 = _percentiles(histogram, 0.01, 0.99)
     return PixelStatistics(
         sharpness=_sharpness(grey),
@@ -715,21 +721,6 @@ def review_actor(
     return summaries
 
 
-def _mean_and_std(histogram: Sequence[int]) -> tuple[float, float]:
-    """Of a 256-bin histogram, from running sums (C loops, no per-bin multiplications).
-
-    With suffix counts S(j) = sum of h(i >= j): sum S(j >= 1) = sum i h(i), and the suffix sums
-    of S add up to sum h(i) (i+1)(i+2)/2, which gives sum i^2 h(i). All exact integers.
-    """
-    suffix = list(itertools.accumulate(reversed(histogram)))
-    total = suffix[-1]
-    count = total or 1
-    first = sum(suffix) - total
-    second = 2 * sum(itertools.accumulate(suffix)) - 3 * first - 2 * total
-    mean = first / count
-    return mean, math.sqrt(max(second / count - mean * mean, 0.0))
-
-
 def _percentiles(histogram: Sequence[int], *shares: float) -> list[int]:
     running = list(itertools.accumulate(histogram))
     return [bisect.bisect_left(running, max(share * running[-1], 1)) for share in shares]
@@ -754,27 +745,11 @@ def _n_log2_n() -> list[float]:
 
 
 def _sharpness(grey: Image.Image) -> float:
-    """100 x Laplacian std / luminance std, on the central 60% x 60% of the picture.
-
-    The centre is where a portrait's subject is, so a soft background does not make a sharp face
-    blurry (and the filter costs a third). Dividing by the spread makes it contrast-independent.
-    Pillow's filter copies the border unfiltered: that 1-pixel frame is cut off.
-    """
+    """The sharpness on the central 60% x 60% of the picture: where a portrait's subject is, so
+    a soft background does not make a sharp face blurry (and the filter costs a third)."""
     width, height = grey.size
     margin_x, margin_y = width // 5, height // 5
-    centre = grey.crop((margin_x, margin_y, width - margin_x, height - margin_y))
-    if centre.width < 3 or centre.height < 3:
-        return 0.0
-    edges = _laplacian(centre).crop((1, 1, centre.width - 1, centre.height - 1))
-    spread = _mean_and_std(centre.histogram())[1]
-    return 100 * _mean_and_std(edges.histogram())[1] / max(spread, 1.0)
-
-
-def _laplacian(grey: Image.Image) -> Image.Image:
-    """LAPLACIAN of an "L" image: filtered as 32-bit integers, the conversion back clipping to
-    0-255 as the 8-bit filter does; the same pixels at half the cost (Pillow's 8-bit 3x3 filter
-    is its slow path)."""
-    return grey.convert("I").filter(LAPLACIAN).convert("L")
+    return sharpness(grey.crop((margin_x, margin_y, width - margin_x, height - margin_y)))
 
 
 def _reduced(image: Image.Image, side: int) -> Image.Image:

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageFilter, ImageOps, ImageStat
+from PIL import Image, ImageOps, ImageStat
 
 from training_data import faces
 from training_data.checks import (
@@ -47,6 +47,7 @@ from training_data.checks import (
     ImageView,
     Reviewed,
     capped,
+    sharpness,
 )
 from training_data.config import SubjectConfig
 
@@ -77,7 +78,6 @@ MIN_FACES_FOR_MEDIAN = 3
 FULL_FACE_HEIGHT = 0.30  # a face this share of the image height (a head shot) scores full size
 BORDER_TOLERANCE = 1  # px of the working image: a box this close to the border touches it
 REFERENCE_SIDE = 256
-LAPLACIAN = ImageFilter.Kernel((3, 3), (0, 1, 0, 1, -4, 1, 0, 1, 0), scale=1, offset=128)
 EMBEDDING_DECIMALS = 4
 
 
@@ -88,7 +88,10 @@ def inspect(view: ImageView, subject: SubjectConfig) -> Finding:
 def face_measurements(view: ImageView, subject: SubjectConfig) -> dict[str, Any]:
     """``measurements["face"]``: the faces counted (from ``counted_face_ratio`` of the main
     face's height), the main face's box (relative 0..1), its share of the image height,
-    sharpness, brightness, whether it is cut off, and its embedding (for the review)."""
+    sharpness, brightness, whether it is cut off, and its embedding (for the review).
+
+    The face's sharpness is the frame's measure on the face crop; measured on packaged
+    portraits: sharp 55-100, softened by 1 px 21-38."""
     if not view.faces or view.face_crop is None:
         return {"count": 0, "box": None, "height_ratio": 0.0, "sharpness": 0.0}
     width, height = view.working.size
@@ -106,22 +109,11 @@ def face_measurements(view: ImageView, subject: SubjectConfig) -> dict[str, Any]
             round(min(max(bottom / height, 0.0), 1.0), 4),
         ],
         "height_ratio": round(main.height / height, 4),
-        "sharpness": round(face_sharpness(view.face_crop), 2),
+        "sharpness": round(sharpness(view.face_crop), 2),
         "brightness": round(ImageStat.Stat(view.face_crop).mean[0], 1),
         "cut_off": cut_off(main, (width, height)),
         "embedding": [round(value, EMBEDDING_DECIMALS) for value in view.embedding or ()],
     }
-
-
-def face_sharpness(crop: Image.Image) -> float:
-    """100 x Laplacian std / luminance std on the face (contrast-independent, like the frame's
-    sharpness); measured on packaged portraits: sharp 55-100, softened by 1 px 21-38."""
-    if crop.width < 3 or crop.height < 3:
-        return 0.0
-    edges = crop.convert("I").filter(LAPLACIAN).convert("L")
-    edges = edges.crop((1, 1, edges.width - 1, edges.height - 1))
-    spread = ImageStat.Stat(crop).stddev[0]
-    return 100 * ImageStat.Stat(edges).stddev[0] / max(spread, 1.0)
 
 
 def cut_off(face: faces.Face, size: tuple[int, int]) -> bool:
