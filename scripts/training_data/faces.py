@@ -36,6 +36,8 @@ MODELS_PACKAGE = "face_recognition_models"
 SAVED_DETECTOR = Path(__file__).resolve().parent / "faces_data" / "frontal_face_detector.svm"
 LANDMARK_MODEL = "shape_predictor_5_face_landmarks.dat"
 EMBEDDING_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
+SEARCH_SIDE = 256  # a picture is searched at the evaluator's working size (the figures above)
+CLOSER_LOOK_UPSAMPLE = 2
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,14 @@ def find_faces(image: Image.Image, upsample: int = 1) -> list[Face]:
         box = (rectangle.left(), rectangle.top(), rectangle.right(), rectangle.bottom())
         faces.append(Face(box, float(score), points))
     return sorted(faces, key=lambda face: -face.height)
+
+
+def search_faces(picture: Image.Image) -> tuple[Image.Image, list[Face]]:
+    """``picture`` box-reduced to SEARCH_SIDE (a copy) and the faces found on it: upsampled
+    once, then, when that found none, twice (the closer look), largest first."""
+    small = picture.copy()
+    small.thumbnail((SEARCH_SIDE, SEARCH_SIDE), Image.Resampling.BOX)
+    return small, find_faces(small, 1) or find_faces(small, CLOSER_LOOK_UPSAMPLE)
 
 
 def embedding(image: Image.Image, face: Face) -> tuple[float, ...]:

@@ -64,7 +64,6 @@ MIN_SOURCE_SIDE = 256  # an upscaled thumbnail would only pass for a training im
 ZOOMS = (1.0, 0.8, 0.88, 0.72, 0.94, 0.66)
 JPEG_QUALITY = 92
 SPOT_BLACK_SHARE = 0.15  # the darkest share of a colour painting is inked solid black
-FACE_SEARCH_SIDE = 256  # the source is searched for a face at the evaluator's working size
 # Room kept around the detected face box (which spans brows to chin), in face heights.
 HEAD_ROOM = {"left": 0.35, "top": 0.6, "right": 0.35, "bottom": 0.35}
 
@@ -162,11 +161,9 @@ def read_source(path: Path) -> Image.Image:
 def face_box(photo: Image.Image) -> tuple[int, int, int, int] | None:
     """The largest face's box in ``photo`` pixels, inside the picture; None without a face
     (the crop is then free)."""
-    from training_data.faces import find_faces
+    from training_data.faces import search_faces
 
-    small = photo.copy()
-    small.thumbnail((FACE_SEARCH_SIDE, FACE_SEARCH_SIDE), Image.Resampling.BOX)
-    found = find_faces(small, 1) or find_faces(small, 2)
+    small, found = search_faces(photo)
     if not found:
         return None
     scale = photo.width / small.width

@@ -73,11 +73,9 @@ SCORE_CAPS = {
     "face_too_small": 5,
     "multiple_faces": 5,
 }
-CLOSER_LOOK_UPSAMPLE = 2
 MIN_FACES_FOR_MEDIAN = 3
 FULL_FACE_HEIGHT = 0.30  # a face this share of the image height (a head shot) scores full size
 BORDER_TOLERANCE = 1  # px of the working image: a box this close to the border touches it
-REFERENCE_SIDE = 256
 EMBEDDING_DECIMALS = 4
 
 
@@ -167,7 +165,9 @@ def _unjudged(images: Sequence[Reviewed]) -> None:
 
 
 def _look_closer(image: Reviewed, working: Image.Image, subject: SubjectConfig) -> None:
-    view = ImageView(working, working.width, working.height, PHOTO_CATEGORY, CLOSER_LOOK_UPSAMPLE)
+    view = ImageView(
+        working, working.width, working.height, PHOTO_CATEGORY, faces.CLOSER_LOOK_UPSAMPLE
+    )
     if view.faces:
         image.measurements["face"] = face_measurements(view, subject) | {"closer_look": True}
 
@@ -245,14 +245,13 @@ def reference_embedding(path: Path) -> tuple[float, ...] | None:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
-                opened.draft("RGB", (REFERENCE_SIDE, REFERENCE_SIDE))
+                opened.draft("RGB", (faces.SEARCH_SIDE, faces.SEARCH_SIDE))
                 picture = ImageOps.exif_transpose(opened).convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError, Warning) as error:
         log.warning("base image %s cannot be read for the identity: %s", path.name, error)
         return None
-    picture.thumbnail((REFERENCE_SIDE, REFERENCE_SIDE), Image.Resampling.BOX)
-    found = faces.find_faces(picture, 1) or faces.find_faces(picture, CLOSER_LOOK_UPSAMPLE)
-    return faces.embedding(picture, found[0]) if found else None
+    small, found = faces.search_faces(picture)
+    return faces.embedding(small, found[0]) if found else None
 
 
 def _unit(value: float) -> float:
