@@ -274,9 +274,9 @@ def test_one_actor_has_real_faces_with_three_planted_faults_and_the_drawn_ones_o
 
 def test_exactly_the_real_actors_planted_faults_are_unusable(demo, tmp_path):
     from training_data.config import Config
-    from training_data.dataset import Actor, list_training_images, read_manifest
+    from training_data.dataset import Actor, base_images, list_training_images, read_manifest
     from training_data.evaluation import EvaluationCache, evaluate_actor
-    from training_data.pipeline import base_images, make_backend
+    from training_data.pipeline import make_backend
 
     [name] = _real_face_actors(demo)
     actor = Actor(name, demo / "actors" / name)

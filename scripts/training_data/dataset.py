@@ -95,6 +95,16 @@ class Actor:
         return self.folder / "removed_training_data"
 
 
+def base_images(actor: Actor) -> list[Path]:
+    """The actor's reference pictures (``base_image/``), by name: the identity the face checks
+    compare, and the generator's source when no photo is one; none when it cannot be read."""
+    try:
+        paths = actor.base_image_dir.iterdir()
+        return sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    except OSError:
+        return []
+
+
 @dataclass(frozen=True)
 class TrainingImage:
     """One image of an actor's training set; ``number`` is 1-based in filename order."""

@@ -69,6 +69,7 @@ from training_data.dataset import (
     IMAGE_SUFFIXES,
     Actor,
     TrainingImage,
+    base_images,
     check_manifest_filename,
     read_manifest,
     sidecars_of,
@@ -644,15 +645,7 @@ def _sources(actor: Actor, source_ranking: Sequence[str]) -> tuple[Path, ...]:
             break
     if photos:
         return tuple(photos)
-    try:
-        base = sorted(
-            path
-            for path in actor.base_image_dir.iterdir()
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-        )
-    except OSError:
-        return ()
-    return tuple(base[:MAX_SOURCES])
+    return tuple(base_images(actor)[:MAX_SOURCES])
 
 
 def _generated_count(manifest: dict[str, Any] | None, category: str) -> int:

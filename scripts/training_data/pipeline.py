@@ -25,9 +25,9 @@ import requests
 from training_data.atomic import write_json_atomic
 from training_data.config import Config
 from training_data.dataset import (
-    IMAGE_SUFFIXES,
     Actor,
     TrainingImage,
+    base_images,
     list_training_images,
     load_training_images,
     make_session,
@@ -228,16 +228,6 @@ def generator_ability(config: Config, *, has_source: bool) -> GeneratorAbility:
 def _has_source(actor: Actor, evaluation: ActorEvaluation) -> bool:
     """A source photo or a base image: what every generator starts from."""
     return any(is_source_photo(image) for image in evaluation.images) or bool(base_images(actor))
-
-
-def base_images(actor: Actor) -> list[Path]:
-    """The actor's reference pictures (``base_image/``): the identity the face checks compare,
-    and the generator's source when no photo is one."""
-    try:
-        paths = actor.base_image_dir.iterdir()
-        return sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    except OSError:
-        return []
 
 
 def is_source_photo(image: ImageEvaluation) -> bool:
