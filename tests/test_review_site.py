@@ -334,3 +334,30 @@ def test_page_file_stays_inside_the_report(tmp_path, name):
     pages = list((tmp_path / "report" / "actors").iterdir())
     assert len(pages) == 1 and pages[0].parent == tmp_path / "report" / "actors"
     assert Path(site.rows[0]["page"]).name == pages[0].name
+
+
+@pytest.mark.parametrize(
+    ("actor", "page", "verdict_folder"),
+    [
+        (
+            "<script>alert(1)</script>",
+            "script_alert_1_script-5c140d35dc.html",
+            "actors/5c/script_alert_1_script-5c140d35dcb46a62",
+        ),
+        ("ünïcode", "n_code-b8be8967e4.html", "actors/b8/n_code-b8be8967e4de3eb2"),
+        ("a/b\\c", "a_b_c-7e65aa1c27.html", "actors/7e/a_b_c-7e65aa1c27456dec"),
+        ("", "actor-e3b0c44298.html", "actors/e3/actor-e3b0c44298fc1c14"),
+        ("a\udcffb", "a_b-253d5effb5.html", "actors/25/a_b-253d5effb552378f"),
+        ("x" * 500, "x" * 60 + "-c38c2bf305.html", "actors/c3/" + "x" * 60 + "-c38c2bf3055c516a"),
+    ],
+)
+def test_report_pages_and_verdict_folders_keep_the_names_of_earlier_runs(
+    tmp_path, actor, page, verdict_folder
+):
+    """Names written by earlier runs: a changed rule would orphan their pages and caches."""
+    from training_data.verdict_files import ActorVerdictFiles
+
+    assert page_name(actor) == page
+    folder = ActorVerdictFiles(tmp_path).for_actor(actor).folder
+    assert folder.relative_to(tmp_path).as_posix() == verdict_folder
+    assert folder.is_dir()

@@ -10,13 +10,18 @@ Every file this tool reads from the dataset or the output folder comes through h
   (a file that grows meanwhile is cut off and refused), so a 6 GB sparse ``.jpg`` costs nothing;
 - JSON nested deeper than ``MAX_JSON_DEPTH`` is refused with one line: Python's parser raises
   ``RecursionError`` at about 1,000 levels, and its pretty-printer at fewer, long before that.
+
+And the one rule for naming a file or folder after an actor (``actor_file_name``), whose name
+may hold anything a folder name can.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +38,19 @@ _FILE_KINDS = (
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
 )
+
+
+def actor_file_name(actor: str, digest_length: int) -> str:
+    """``<readable>-<hex>``: safe on every file system and in a URL, unique per actor name (the
+    first ``digest_length`` hex digits of ``name_digest``). Report pages and verdict folders are
+    named so: a change orphans them."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", actor).strip("._")[:60]
+    return f"{readable or 'actor'}-{name_digest(actor)[:digest_length]}"
+
+
+def name_digest(name: str) -> str:
+    """SHA-256 hex of a name as UTF-8 (a lone surrogate of an undecodable folder name too)."""
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class UnreadableFile(Exception):

@@ -29,7 +29,6 @@ with ``textContent``, and ``data/index.js`` escapes ``<`` so no string can close
 from __future__ import annotations
 
 import csv
-import hashlib
 import html
 import io
 import json
@@ -52,6 +51,7 @@ from training_data.errors import FatalRunError
 from training_data.files import (
     DEFAULT_MAX_FILE_BYTES,
     UnreadableFile,
+    actor_file_name,
     parse_json,
     read_regular_file,
 )
@@ -68,6 +68,7 @@ LOW_CONFIDENCE = 0.65  # a style call less sure than this asks for a look
 THUMB_SIDE = 160
 THUMB_QUALITY = 75
 THUMB_NAME_HEX = 32  # 128 bits of the sha256: unique in any dataset, half the bytes in the rows
+PAGE_DIGEST_LENGTH = 10
 STRIP_LENGTH = 8
 DATA_PREFIX = "window.REVIEW_DATA = "
 PROG = "evaluate-and-balance"
@@ -134,10 +135,8 @@ def thumb_name(sha256: str) -> str | None:
 
 
 def page_name(actor: str) -> str:
-    """A file name safe on every file system and in a URL, unique per actor name."""
-    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", actor).strip("._")[:60]
-    digest = hashlib.sha256(actor.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    return f"{readable or 'actor'}-{digest}.html"
+    """``actors/<this>`` of the report: safe on every file system and in a URL."""
+    return f"{actor_file_name(actor, PAGE_DIGEST_LENGTH)}.html"
 
 
 def planned_removals(document: Mapping[str, Any]) -> dict[int, str]:

@@ -13,9 +13,7 @@ actor went.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,10 +26,17 @@ from training_data.evaluation import (
     _verdict_to_json,
     make_cache_folder,
 )
-from training_data.files import UnreadableFile, parse_json, read_regular_file
+from training_data.files import (
+    UnreadableFile,
+    actor_file_name,
+    name_digest,
+    parse_json,
+    read_regular_file,
+)
 
 ACTOR_CACHE_DIR = "actors"
 VERDICTS_FILE = "verdicts.json"
+FOLDER_DIGEST_LENGTH = 16
 
 
 class ActorVerdictFiles:
@@ -42,9 +47,8 @@ class ActorVerdictFiles:
         make_cache_folder(self.folder)
 
     def for_actor(self, actor_name: str) -> ActorVerdictFile:
-        digest = hashlib.sha256(actor_name.encode("utf-8", "surrogatepass")).hexdigest()
-        readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", actor_name).strip("._")[:60] or "actor"
-        folder = self.folder / digest[:2] / f"{readable}-{digest[:16]}"
+        bucket = name_digest(actor_name)[:2]
+        folder = self.folder / bucket / actor_file_name(actor_name, FOLDER_DIGEST_LENGTH)
         make_cache_folder(folder)
         return ActorVerdictFile(folder)
 
