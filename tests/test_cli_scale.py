@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,15 @@ from test_cli_runner import slow_dataset, slow_server, wait_for_started
 from training_data.config import parse_config
 from training_data.errors import UsageError
 from training_data.evaluate_and_balance import choose_workers
-from training_data.shards import Shard, parse_shard, shard_of
+from training_data.progress import ProgressState
+from training_data.shards import (
+    Shard,
+    StoreRow,
+    merged_outcomes,
+    merged_summary,
+    parse_shard,
+    shard_of,
+)
 from training_data.workers import usable_cpus
 
 SHARDS = Path("shards")
@@ -160,6 +169,37 @@ def test_shard_of_a_name_never_moves_when_the_dataset_grows():
     assert min(sizes) > 2000 / 7 * 0.8  # spread evenly
     assert parse_shard("2/7") == Shard(2, 7)
     assert Shard(2, 7).owns(names[0]) == (before[names[0]] == 2)
+
+
+def test_each_actor_counts_once_over_the_shards_completed_before_failed_before_skipped():
+    """The rule --show-progress counts by and --report lists by: one actor, one outcome."""
+
+    def store(name: str, updated: str, **outcomes: object) -> StoreRow:
+        state = ProgressState(
+            mode="dry_run", settings={}, started_at=updated, last_updated=updated, total_count=3
+        )
+        return StoreRow(name, replace(state, **outcomes), False, False)
+
+    rows = [
+        store(
+            "0-of-2",
+            "2026-01-01T00:00:00+00:00",
+            failed={"anna": {"error": "old"}, "bob": {"error": "boom"}},
+            skipped={"carl": {"reason": "empty"}},
+        ),
+        store(
+            "1-of-2",
+            "2026-01-02T00:00:00+00:00",
+            completed=["anna"],
+            skipped={"bob": {"reason": "empty"}, "carl": {"reason": "still empty"}},
+        ),
+    ]
+    outcomes = merged_outcomes(rows)
+    assert outcomes.completed == {"anna"}
+    assert outcomes.failed == {"bob": {"error": "boom"}}
+    assert outcomes.skipped == {"carl": {"reason": "still empty"}}
+    summary = merged_summary(rows)
+    assert (summary["completed"], summary["failed"], summary["skipped"]) == (1, 1, 1)
 
 
 def test_shards_at_once_over_one_folder_then_a_rerun_with_another_n(make_dataset, tmp_path):

@@ -39,6 +39,7 @@ from training_data.shards import (
     WHOLE,
     Shard,
     format_merged_summary,
+    merged_outcomes,
     merged_summary,
     parse_shard,
     read_stores,
@@ -438,15 +439,9 @@ def rebuild_report(data_dir: Path, output_dir: Path, max_file_bytes: int, argv: 
     if not output_dir.is_dir():
         raise UsageError(f"no results to report in {output_dir} (run --all first)")
     with locked(output_dir, argv):
-        failures: dict[str, str] = {}
-        skips: dict[str, str] = {}
-        completed: set[str] = set()
-        for row in read_stores(output_dir, max_file_bytes):  # every shard's outcomes
-            failures |= {n: e["error"] for n, e in row.state.failed.items()}
-            skips |= {n: s["reason"] for n, s in row.state.skipped.items()}
-            completed.update(row.state.completed)
-        failures = {n: e for n, e in failures.items() if n not in completed}
-        skips = {n: r for n, r in skips.items() if n not in completed}
+        outcomes = merged_outcomes(read_stores(output_dir, max_file_bytes))  # every shard's
+        failures = {name: entry["error"] for name, entry in outcomes.failed.items()}
+        skips = {name: entry["reason"] for name, entry in outcomes.skipped.items()}
         known_data = data_dir if data_dir.is_dir() else None
         site = ReviewSite.rebuild(output_dir, failures, skips, known_data, max_file_bytes)
     print(f"Report of {len(site.rows)} actors: {output_dir / REPORT_DIR / 'index.html'}")

@@ -186,32 +186,51 @@ def read_stores(
     return rows
 
 
+@dataclass(frozen=True)
+class MergedOutcomes:
+    """Each actor once over every store: completed wins over failed over skipped."""
+
+    completed: set[str]
+    failed: dict[str, dict[str, str]]  # name -> the store's entry (its "error")
+    skipped: dict[str, dict[str, str]]  # name -> the store's entry (its "reason")
+
+
+def merged_outcomes(rows: list[StoreRow]) -> MergedOutcomes:
+    """The stores' outcomes, each actor once; of two stores' entries of one kind, the later's."""
+    completed: set[str] = set()
+    failed: dict[str, dict[str, str]] = {}
+    skipped: dict[str, dict[str, str]] = {}
+    for row in rows:
+        completed.update(row.state.completed)
+        failed |= row.state.failed
+        skipped |= row.state.skipped
+    failed = {name: entry for name, entry in failed.items() if name not in completed}
+    skipped = {
+        name: entry
+        for name, entry in skipped.items()
+        if name not in completed and name not in failed
+    }
+    return MergedOutcomes(completed, failed, skipped)
+
+
 def merged_summary(rows: list[StoreRow]) -> dict[str, Any]:
-    """Every store together: each actor counted once (completed wins over failed over skipped).
+    """Every store together: each actor counted once (``merged_outcomes``).
 
     Remaining counts the stores of the latest split (the N of the last updated shard): the
     stores of an earlier N only add what they recorded."""
-    completed: set[str] = set()
-    failed: set[str] = set()
-    skipped: set[str] = set()
-    for row in rows:
-        completed.update(row.state.completed)
-        failed.update(row.state.failed)
-        skipped.update(row.state.skipped)
-    failed -= completed
-    skipped -= completed | failed
+    outcomes = merged_outcomes(rows)
     latest = max(rows, key=lambda row: row.state.last_updated)
     generation = _split_of(latest.name)
     remaining = sum(row.state.remaining for row in rows if _split_of(row.name) == generation)
-    done = len(completed) + len(failed) + len(skipped)
+    done = len(outcomes.completed) + len(outcomes.failed) + len(outcomes.skipped)
     total = done + remaining
     return {
         "total": total,
-        "completed": len(completed),
-        "failed": len(failed),
-        "skipped": len(skipped),
+        "completed": len(outcomes.completed),
+        "failed": len(outcomes.failed),
+        "skipped": len(outcomes.skipped),
         "remaining": remaining,
-        "percent_complete": round(100.0 * len(completed) / total, 1) if total else 0.0,
+        "percent_complete": round(100.0 * len(outcomes.completed) / total, 1) if total else 0.0,
         "in_flight": sorted({name for row in rows for name in row.state.in_flight}),
         "shards": [row.to_dict() for row in rows],
     }
