@@ -127,7 +127,14 @@ class SubjectConfig:
     min_face_share: float = 0.3  # share of the actor's photos with a face: else not a person
 
 
-SHARES = ("subject.min_face_height", "subject.counted_face_ratio", "subject.min_face_share")
+# Shares of 1 (above 0 like every number here): these may be 1; the uncertain band's ends not.
+SHARES = (
+    "subject.min_face_height",
+    "subject.counted_face_ratio",
+    "subject.min_face_share",
+    "nsfw.threshold",
+)
+SHARES_BELOW_ONE = ("style.uncertain_low", "style.uncertain_high")
 
 
 @dataclass(frozen=True)
@@ -248,7 +255,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
     _check_categories(config)
     _check_prompts(config.prompts)
     _check_escalation(config.evaluator)
-    _check_shares(config)
+    _check_uncertain_band(config)
     return config
 
 
@@ -295,8 +302,9 @@ def _value(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"config key '{key}' must be a number")
         if not math.isfinite(value) or value < 0 or (value == 0 and key != "target.tolerance"):
             raise ConfigError(f"config key '{key}' is out of range: {value}")
-        if key in SHARES and value > 1:
-            raise ConfigError(f"config key '{key}' is a share of 1, out of range: {value}")
+        if (key in SHARES and value > 1) or (key in SHARES_BELOW_ONE and value >= 1):
+            limit = "below 1" if key in SHARES_BELOW_ONE else "at most 1"
+            raise ConfigError(f"config key '{key}' is out of range: {value} (a share, {limit})")
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str) or not value:
@@ -402,15 +410,8 @@ def _check_escalation(evaluator: EvaluatorConfig) -> None:
         )
 
 
-def _check_shares(config: Config) -> None:
-    """Probabilities stay under 1, and the uncertain band is not upside down."""
-    for key, value in (
-        ("style.uncertain_low", config.style.uncertain_low),
-        ("style.uncertain_high", config.style.uncertain_high),
-        ("nsfw.threshold", config.nsfw.threshold),
-    ):
-        if value > 1 or (value == 1 and key != "nsfw.threshold"):
-            raise ConfigError(f"config key '{key}' is out of range: {value}")
+def _check_uncertain_band(config: Config) -> None:
+    """The uncertain band is not upside down (each end is a share, checked as it is read)."""
     if config.style.uncertain_low > config.style.uncertain_high:
         raise ConfigError(
             "config key 'style.uncertain_low' must not be above 'style.uncertain_high': "
