@@ -357,6 +357,7 @@ def test_dataset_growing_between_runs(make_dataset, tmp_path):
     ("args", "fragment"),
     [
         ((), "choose exactly one"),
+        (("--restore", "anna", "--stats"), "choose exactly one"),
         (("--all", "--dry-run", "--execute"), "not allowed with"),
         (("--stats", "--retry-failed"), "go with --all"),
         (("--all", "--data-dir", "missing"), "missing"),

@@ -55,6 +55,9 @@ DEFAULT_OUTPUT_DIR = Path("debug/training_data_evaluation")
 PROG = "evaluate-and-balance"
 DATASET_LOCK = ".evaluate_and_balance.lock"  # in <data-dir>/actors, with a ".holder" beside it
 ACTIONS = ("all", "actor_id", "show_progress", "reset_progress", "restore", "stats", "report")
+CHOOSE_ONE_ACTION = "choose exactly one of " + ", ".join(
+    f"--{action.replace('_', '-')}" for action in ACTIONS
+)
 EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 RULE = "=" * 70
 
@@ -151,10 +154,7 @@ def check_combination(args: argparse.Namespace) -> str:
         raise UsageError("--run goes with --restore")
     chosen = [name for name in ACTIONS if getattr(args, name)]
     if len(chosen) != 1:
-        raise UsageError(
-            "choose exactly one of --all, --actor-id, --show-progress, --reset-progress, "
-            "--restore, --stats, --report"
-        )
+        raise UsageError(CHOOSE_ONE_ACTION)
     action = chosen[0]
     if args.json and action != "show_progress":
         raise UsageError("--json goes with --show-progress")
@@ -175,10 +175,7 @@ def check_restore(args: argparse.Namespace) -> str:
     """``--restore ACTOR`` or ``--restore --all``, each with an optional ``--run``."""
     others = [name for name in ACTIONS if name not in ("restore", "all") and getattr(args, name)]
     if others:
-        raise UsageError(
-            "choose exactly one of --all, --actor-id, --show-progress, --reset-progress, "
-            "--restore, --stats, --report"
-        )
+        raise UsageError(CHOOSE_ONE_ACTION)
     if args.restore and args.all:
         raise UsageError("--restore takes an ACTOR or --all, not both")
     if not args.restore and not args.all:
