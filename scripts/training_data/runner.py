@@ -33,7 +33,7 @@ from training_data.progress import (
 )
 from training_data.shards import WHOLE, Shard, completed_in_other_stores
 from training_data.wording import plural
-from training_data.workers import Finished, WorkerPool, WorkerSetup, warm_up
+from training_data.workers import Finished, WorkerPool, WorkerSetup, usable_cpus, warm_up
 
 RULE = "=" * 70
 EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE = 0, 1, 2
@@ -415,6 +415,7 @@ class BatchRun:
             execute=self.execute,
             sharded=self.sharded,
             run_timestamp=context.run_timestamp,
+            library_threads=max(1, usable_cpus() // count),
         )
         return WorkerPool(setup, count)
 
