@@ -17,10 +17,12 @@ thumbnails) and sends back the picklable ``ActorOutcome`` or the exception. Desi
   when it is gone: SIGKILL of the runner's process ends the forkserver (its pipe closes), then
   the workers, so none is left running.
 
-Measured (``scripts/bench_run.py``, 240 1024-px JPEGs, 2 shared cores): 1.67x at 2 workers with
-the face checks on (7.6 s -> 4.5 s); 1.26x with them off, where the run is short enough for the
-workers' ~0.6 s start to show. The runner's own work per finished actor at 100,000 actors
-(progress marks, the review row): median 0.07 ms.
+Measured (``scripts/bench_run.py --rounds 3``, 240 1024-px JPEGs, a 2-core machine): x1.79 at 2
+workers with the face checks on (7.09 s -> 3.95 s); x1.39 with them off (2.03 s -> 1.46 s), where
+the run is short enough for the start (0.3 s) and the workers' own start to show. With every
+model on, x1.40 (12.56 s -> 8.98 s): OpenCV already runs the style network on both cores at one
+worker, so each worker gets ``cpus // workers`` OpenCV threads. The runner's own work per finished
+actor at 100,000 actors (progress marks, the review row): median 0.07 ms.
 """
 
 from __future__ import annotations
