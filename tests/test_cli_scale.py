@@ -330,3 +330,27 @@ def test_more_workers_than_requests_in_flight_is_a_usage_error(evaluator):
     too_many = r"--workers 3 is more than evaluator\.openai\.concurrency"
     with pytest.raises(UsageError, match=too_many):
         choose_workers(argparse.Namespace(workers=3), config)
+
+
+def test_a_rerun_with_another_n_leaves_failed_and_skipped_actors_alone(make_dataset, tmp_path):
+    """A failed or skipped actor recorded by a shard was processed again by a rerun with another
+    N, without --retry-failed: downloads tried again, the failure counted in two shards."""
+    refused = "http://127.0.0.1:9/missing.jpg"  # the discard port: nothing listens
+    data_dir = make_dataset(5, urls_for={0: {"0000_actor_99.jpg": refused}})
+    (data_dir / "actors" / "0009_empty" / "training_data").mkdir(parents=True)
+    out = tmp_path / "out"
+    base = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "1")
+    for index in range(3):
+        first = run_cli(*base, "--shard", f"{index}/3", cwd=tmp_path)
+        assert first.returncode in (0, 1), first.stderr
+    summary = merged(out, tmp_path)
+    assert (summary["completed"], summary["failed"], summary["skipped"]) == (4, 1, 1)
+    for index in range(2):
+        rerun = run_cli(*base, "--shard", f"{index}/2", cwd=tmp_path)
+        assert rerun.returncode != 2, rerun.stderr
+        assert "Processing actor" not in rerun.stdout
+    rows = merged(out, tmp_path)["shards"]
+    assert sum(row["failed"] for row in rows) == 1 and sum(row["skipped"] for row in rows) == 1
+    retried = [run_cli(*base, "--shard", f"{i}/2", "--retry-failed", cwd=tmp_path) for i in (0, 1)]
+    assert sum(result.stdout.count("Processing actor") for result in retried) == 1
+    assert "0000_actor" in "".join(result.stdout for result in retried)

@@ -31,7 +31,7 @@ from training_data.progress import (
     format_progress_summary,
     format_resuming_block,
 )
-from training_data.shards import WHOLE, Shard, completed_in_other_stores
+from training_data.shards import WHOLE, Shard, recorded_in_other_stores
 from training_data.wording import plural
 from training_data.workers import Finished, WorkerPool, WorkerSetup, usable_cpus, warm_up
 
@@ -284,12 +284,13 @@ class BatchRun:
         mode = "execute" if self.execute else "dry_run"
         settings = result_settings(self.config)
         done_elsewhere = (
-            completed_in_other_stores(
+            recorded_in_other_stores(
                 self.output_dir,
                 tracker.output_dir,
                 mode,
                 settings,
                 self.config.limits.max_file_bytes,
+                retry_failed=self.retry_failed,
             )
             if self.resume
             else set()
@@ -306,7 +307,7 @@ class BatchRun:
         if self.sharded:
             say(
                 f"Shard {self.shard.index} of {self.shard.count}: {plural(len(names), 'actor')} "
-                f"({len(done_elsewhere)} completed in other progress stores are left out)"
+                f"({len(done_elsewhere)} recorded in other progress stores are left out)"
             )
         if previous is not None and len(pending) < len(names):
             say(format_resuming_block(tracker.state, len(pending)))

@@ -7,8 +7,9 @@ only decides which actors a shard owns and where its files go. Design:
   ``sorted()[K::N]`` split would move nearly all of them when the dataset grows).
 - Every shard of N > 1 keeps its own progress store and lock in the shared output folder,
   ``shards/<K>-of-<N>/`` (progress.json, its journal, its lock), so two shards never write the
-  same file. An actor completed in any store under ``shards/`` (or the folder's own one-machine
-  store) counts as done: a rerun with another N skips it.
+  same file. An actor completed, skipped or failed in any store under ``shards/`` (or the
+  folder's own one-machine store) counts as done: a rerun with another N skips it, as a resume
+  does (``--retry-failed`` takes the failed ones again).
 - The evaluation cache of a sharded run: see ``verdict_files``.
 """
 
@@ -119,13 +120,20 @@ def shard_folders(output_dir: Path) -> list[tuple[str, Path]]:
 # --- every store of the output folder together ---
 
 
-def completed_in_other_stores(
-    output_dir: Path, own_folder: Path, mode: str, settings: dict[str, Any], max_file_bytes: int
+def recorded_in_other_stores(
+    output_dir: Path,
+    own_folder: Path,
+    mode: str,
+    settings: dict[str, Any],
+    max_file_bytes: int,
+    *,
+    retry_failed: bool,
 ) -> set[str]:
-    """Actors completed in another store of this folder by a run of the same mode and settings
-    (a rerun with another N must not redo them). An unreadable store adds nothing."""
+    """Actors recorded in another store of this folder by a run of the same mode and settings:
+    completed, skipped, and failed unless ``retry_failed`` (a rerun with another N must not redo
+    them, as a resume does not). An unreadable store adds nothing."""
     settings = json.loads(json.dumps(settings))
-    done: set[str] = set()
+    recorded: set[str] = set()
     for _name, folder in shard_folders(output_dir):
         if folder.resolve() == own_folder.resolve():
             continue
@@ -134,8 +142,10 @@ def completed_in_other_stores(
         except ProgressError:
             continue
         if state is not None and state.mode == mode and state.settings == settings:
-            done.update(state.completed)
-    return done
+            recorded.update(state.completed, state.skipped)
+            if not retry_failed:
+                recorded.update(state.failed)
+    return recorded
 
 
 @dataclass
