@@ -354,3 +354,32 @@ def test_a_rerun_with_another_n_leaves_failed_and_skipped_actors_alone(make_data
     retried = [run_cli(*base, "--shard", f"{i}/2", "--retry-failed", cwd=tmp_path) for i in (0, 1)]
     assert sum(result.stdout.count("Processing actor") for result in retried) == 1
     assert "0000_actor" in "".join(result.stdout for result in retried)
+
+
+def test_an_execute_shard_never_goes_beside_a_dry_run_or_a_shard_of_another_n(tmp_path):
+    """Sharded executes held the dataset lock shared like dry-runs: an execute shard ran while a
+    dry-run (which downloads into the dataset) was going, and shards of 3 and of 2, which own
+    the same actors, executed side by side."""
+    with slow_server(1.5) as server:
+        data_dir = slow_dataset(tmp_path, server, 6)
+        out = tmp_path / "out"
+        base = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "1")
+        refused = []
+        for holder_args, other_args in (
+            (("--shard", "0/3"), ("--execute", "--shard", "1/3")),
+            (("--execute", "--shard", "0/3"), ("--shard", "1/3")),
+            (("--execute", "--shard", "0/3"), ("--execute", "--shard", "0/2")),
+        ):
+            holder = start_in_own_group(*base, *holder_args, "--no-resume", cwd=tmp_path)
+            try:
+                wait_for_started(out / SHARDS / holder_args[-1].replace("/", "-of-"))
+                refused.append(run_cli(*base, *other_args, cwd=tmp_path))
+            finally:
+                holder.send_signal(signal.SIGINT)
+                holder.communicate(timeout=30)
+            out_side = run_cli(*base, "--execute", "--shard", "2/3", cwd=tmp_path)
+            assert out_side.returncode != 2, out_side.stderr  # the lock was let go
+    for result in refused:
+        assert result.returncode == 2, result.stdout
+        assert "another run is using the dataset" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1

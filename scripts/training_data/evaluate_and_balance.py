@@ -54,6 +54,7 @@ DEFAULT_DATA_DIR = Path("data")
 DEFAULT_OUTPUT_DIR = Path("debug/training_data_evaluation")
 PROG = "evaluate-and-balance"
 DATASET_LOCK = ".evaluate_and_balance.lock"  # in <data-dir>/actors, with a ".holder" beside it
+DRY_RUNS = "dry-runs"  # the group of shared dataset holders that only evaluate
 ACTIONS = ("all", "actor_id", "show_progress", "reset_progress", "restore", "stats", "report")
 CHOOSE_ONE_ACTION = "choose exactly one of " + ", ".join(
     f"--{action.replace('_', '-')}" for action in ACTIONS
@@ -333,7 +334,10 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         shard=shard,
     )
     # The shards of one execute run share the dataset (each changes its own actors alone).
-    with dataset_locked(data_dir, argv, shared=not args.execute or shard.count > 1):
+    group = DRY_RUNS
+    if args.execute:
+        group = f"execute shards of {shard.count} in {output_dir.resolve()}"
+    with dataset_locked(data_dir, argv, shared=not args.execute or shard.count > 1, group=group):
         return batch.run()
 
 
@@ -380,11 +384,15 @@ def locked(output_dir: Path, argv: list[str]) -> Iterator[ProgressTracker]:
 
 
 @contextmanager
-def dataset_locked(data_dir: Path, argv: list[str], *, shared: bool = False) -> Iterator[None]:
+def dataset_locked(
+    data_dir: Path, argv: list[str], *, shared: bool = False, group: str = DRY_RUNS
+) -> Iterator[None]:
     """Hold the dataset: --execute and --restore alone; dry-runs (``shared``) side by side, but
     never beside one of those, for they too write to it (downloads, finishing an interrupted
-    execute). A run that may not go is refused with exit 2 naming the holder, even with another
-    --output-dir. No actors/ folder: nothing to hold, and the run says what is wrong with it."""
+    execute). The execute shards of one output folder and one N (``group``) go side by side,
+    each changing its own actors, but beside nothing else. A run that may not go is refused with
+    exit 2 naming the holder, even with another --output-dir. No actors/ folder: nothing to
+    hold, and the run says what is wrong with it."""
     actors_dir = data_dir / "actors"
     if not actors_dir.is_dir() or (shared and not os.access(actors_dir, os.W_OK)):
         yield  # a read-only dataset: no run of ours can change it, and a dry-run still may go
@@ -395,6 +403,7 @@ def dataset_locked(data_dir: Path, argv: list[str], *, shared: bool = False) -> 
         in_use=f"another run is using the dataset in {data_dir}",
         folder="the data folder",
         shared=shared,
+        group=group,
     )
     lock.acquire(shlex.join([PROG, *argv]))
     try:

@@ -572,7 +572,9 @@ class RunLock:
     saying who holds it, so that a run that may not go too is refused with the holder named.
 
     Exclusive by default. ``shared`` holders (runs that may go side by side, but not beside an
-    exclusive one) each write their own holder file, ``<holder>.<pid>``.
+    exclusive one) each write their own holder file, ``<holder>.<pid>``, with their ``group``:
+    a shared holder goes only beside holders of its own group (each writes its file, then looks
+    at the others', so of two that start at once at least one sees the other and leaves).
     """
 
     def __init__(
@@ -583,6 +585,7 @@ class RunLock:
         in_use: str,
         folder: str,
         shared: bool = False,
+        group: str = "",
     ) -> None:
         """``in_use`` starts the refusal ("another run is using X"); ``folder`` names the folder
         that must be writable ("the output folder")."""
@@ -591,6 +594,7 @@ class RunLock:
         self._in_use = in_use
         self._folder = folder
         self._shared = shared
+        self._group = group
         self._own_holder = (
             holder_path.with_name(f"{holder_path.name}.{os.getpid()}") if shared else holder_path
         )
@@ -622,6 +626,8 @@ class RunLock:
             "started_at": now_iso(),
             "command": command,
         }
+        if self._shared:
+            holder["group"] = self._group
         try:
             self._sweep_dead_holders()
             write_json_atomic(self._own_holder, holder)
@@ -631,6 +637,14 @@ class RunLock:
                 f"cannot write in {self.holder_path.parent}: {error.strerror or error}; "
                 f"check {self._folder} is writable"
             ) from error
+        other = self._holder_of_another_group() if self._shared else None
+        if other is not None:
+            self._own_holder.unlink(missing_ok=True)
+            release()
+            raise LockHeld(
+                f"{self._in_use} ({_holder_description(other)}); wait for it to finish or stop "
+                f"it (lock file: {self.lock_path})"
+            )
         self._release = release
 
     def release(self) -> None:
@@ -666,6 +680,18 @@ class RunLock:
 
     def _shared_holders(self) -> list[Path]:
         return sorted(self.holder_path.parent.glob(f"{glob.escape(self.holder_path.name)}.*"))
+
+    def _holder_of_another_group(self) -> dict[str, Any] | None:
+        """A live shared holder that may not go beside this one."""
+        for path in self._shared_holders():
+            holder = _read_json(path)
+            if (
+                path != self._own_holder
+                and _holder_alive(holder)
+                and holder.get("group", "") != self._group
+            ):
+                return holder
+        return None
 
     def _holder(self) -> str:
         """The exclusive holder, else a live shared one."""
