@@ -383,3 +383,25 @@ def test_an_execute_shard_never_goes_beside_a_dry_run_or_a_shard_of_another_n(tm
         assert result.returncode == 2, result.stdout
         assert "another run is using the dataset" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_dead_shard_whose_work_another_n_finished_is_not_stalled(tmp_path):
+    """After a shard of 3 died and the work was rerun as 2 shards, --show-progress still marked
+    the dead shard STALLED with actors left, while its total said nothing remained."""
+    with slow_server(0.6) as server:
+        data_dir = slow_dataset(tmp_path, server, 6)
+        out = tmp_path / "out"
+        base = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "1")
+        victim = start_in_own_group(*base, "--shard", "0/3", cwd=tmp_path)
+        wait_for_started(out / SHARDS / "0-of-3")
+        victim.kill()
+        victim.communicate(timeout=10)
+        for index in range(2):
+            rerun = run_cli(*base, "--shard", f"{index}/2", cwd=tmp_path)
+            assert rerun.returncode == 0, rerun.stderr
+    summary = merged(out, tmp_path)
+    assert summary["completed"] == 6 and summary["remaining"] == 0
+    dead = next(row for row in summary["shards"] if row["shard"] == "0-of-3")
+    assert dead["remaining"] > 0 and not dead["stalled"]
+    shown = run_cli("--show-progress", "--output-dir", out, cwd=tmp_path).stdout
+    assert "STALLED" not in shown and "taken over by the shards of 2" in shown

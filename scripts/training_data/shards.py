@@ -227,11 +227,18 @@ def merged_summary(rows: list[StoreRow]) -> dict[str, Any]:
     """Every store together: each actor counted once (``merged_outcomes``).
 
     Remaining counts the stores of the latest split (the N of the last updated shard): the
-    stores of an earlier N only add what they recorded."""
+    stores of an earlier N only add what they recorded, and one that no run holds is not
+    stalled but taken over (its work left is the latest split's to do)."""
     outcomes = merged_outcomes(rows)
     latest = max(rows, key=lambda row: row.state.last_updated)
     generation = _split_of(latest.name)
     remaining = sum(row.state.remaining for row in rows if _split_of(row.name) == generation)
+    shown = []
+    for row in rows:
+        shown_row = row.to_dict()
+        if _split_of(row.name) != generation and not row.running and row.state.remaining:
+            shown_row |= {"stalled": False, "taken_over_by": generation}
+        shown.append(shown_row)
     done = len(outcomes.completed) + len(outcomes.failed) + len(outcomes.skipped)
     total = done + remaining
     return {
@@ -242,7 +249,7 @@ def merged_summary(rows: list[StoreRow]) -> dict[str, Any]:
         "remaining": remaining,
         "percent_complete": round(100.0 * len(outcomes.completed) / total, 1) if total else 0.0,
         "in_flight": sorted({name for row in rows for name in row.state.in_flight}),
-        "shards": [row.to_dict() for row in rows],
+        "shards": shown,
     }
 
 
@@ -266,6 +273,9 @@ def format_merged_summary(summary: dict[str, Any]) -> str:
     ]
     for row in summary["shards"]:
         mark = "  STALLED" if row["stalled"] else ("  running" if row["running"] else "")
+        if "taken_over_by" in row:
+            by = row["taken_over_by"]
+            mark = f"  taken over by the shards of {by}" if by != "1" else "  taken over by --all"
         lines.append(
             f"{row['shard']:<12}{row['completed']:>8}{row['failed']:>8}"
             f"{len(row['in_flight']):>8}{row['remaining']:>8}  {row['last_updated']}{mark}"
