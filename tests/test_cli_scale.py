@@ -146,6 +146,28 @@ def test_sigterm_stops_every_worker_with_the_actors_in_flight_pending(tmp_path):
     assert progress["completed_count"] == 0 and progress["actors_in_flight"] == []
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_to_the_whole_group_leaves_the_actors_in_flight_pending(tmp_path, signum):
+    """scancel, timeout(1) or a service manager signal every process of the run: the workers died
+    with the forkserver and their actors were recorded FAILED 'worker process died (exit code
+    255; out of memory?)', so a plain rerun skipped them."""
+    with slow_server(3) as server:
+        data_dir = slow_dataset(tmp_path, server, 4)
+        out = tmp_path / "out"
+        args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "3")
+        process = start_in_own_group(*args, cwd=tmp_path)
+        wait_for_started(out, 3)
+        os.killpg(process.pid, signum)
+        stdout, _stderr = process.communicate(timeout=15)
+        assert process.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[signum]
+        assert "FAILED" not in stdout and wait_until_gone(process.pid) == {}
+        progress = read_progress(out)
+        assert progress["failed_actors"] == [] and progress["completed_count"] == 0
+        again = run_cli(*args, cwd=tmp_path, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert read_progress(out)["completed_count"] == 4
+
+
 @pytest.mark.parametrize(
     ("cpu_max", "cap"), [("100000 100000\n", 1), ("150000 100000\n", 2), ("max 100000\n", None)]
 )
