@@ -168,6 +168,24 @@ def test_a_stop_signal_to_the_whole_group_leaves_the_actors_in_flight_pending(tm
     assert read_progress(out)["completed_count"] == 4
 
 
+def test_a_stop_signal_to_the_group_while_the_workers_start_is_a_clean_stop(make_dataset, tmp_path):
+    """The signal ended the forkserver while the runner was starting its workers: the run died
+    with an EOFError traceback and exit 1 instead of stopping."""
+    data_dir = make_dataset(6)
+    for attempt in range(5):
+        out = tmp_path / f"out{attempt}"
+        args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "3")
+        process = start_in_own_group(*args, cwd=tmp_path)
+        deadline = time.monotonic() + 30
+        while not (out / "progress.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.005)  # the store is opened just before the workers start
+        os.killpg(process.pid, signal.SIGTERM)
+        _stdout, stderr = process.communicate(timeout=30)
+        assert "Traceback" not in stderr, stderr
+        assert process.returncode in (143, -signal.SIGTERM)  # stopped, or before it began
+        assert wait_until_gone(process.pid) == {}
+
+
 @pytest.mark.parametrize(
     ("cpu_max", "cap"), [("100000 100000\n", 1), ("150000 100000\n", 2), ("max 100000\n", None)]
 )

@@ -45,7 +45,7 @@ from typing import Any
 
 from training_data.config import Config
 from training_data.dataset import Actor
-from training_data.errors import ActorError
+from training_data.errors import ActorError, FatalRunError
 from training_data.pipeline import ActorOutcome, RunContext, process_actor
 
 # Imported once in the forkserver, so no worker pays for them (OpenCV alone takes 0.3-0.7 s).
@@ -211,12 +211,30 @@ class WorkerPool:
         self._check_stop: Callable[[], None] = lambda: None
 
     def _start_worker(self) -> _Worker:
+        """A fresh worker. A forkserver that died under a stop signal stops the run cleanly; one
+        that died otherwise is started again once, then the run stops with one line."""
+        try:
+            return self._launch_worker()
+        except (EOFError, OSError):
+            self._check_stop()
+        try:
+            return self._launch_worker()  # multiprocessing starts a new forkserver
+        except (EOFError, OSError) as error:
+            self._check_stop()
+            raise FatalRunError(f"cannot start a worker process: {error}") from error
+
+    def _launch_worker(self) -> _Worker:
         ours, theirs = self._mp.Pipe()
         process = self._mp.Process(
             target=_worker_main, args=(theirs, self._setup), name="actor-worker", daemon=True
         )
-        process.start()
-        theirs.close()
+        try:
+            process.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         return _Worker(process, ours)
 
     def run(
