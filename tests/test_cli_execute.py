@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import itertools
@@ -157,21 +158,13 @@ class ReplicateGateHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def replicate_gate(tmp_path: Path) -> Iterator[tuple[Path, threading.Event, threading.Event]]:
     """A config using the stand-in, the event 'a prediction was asked for' and the gate."""
-    arrived, gate = threading.Event(), threading.Event()
-    handler = type("Handler", (ReplicateGateHandler,), {"arrived": arrived, "gate": gate})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    config = tmp_path / "replicate.toml"
-    config.write_text(
-        '[generator]\nbackend = "replicate"\n[generator.replicate]\n'
-        f'base_url = "http://127.0.0.1:{server.server_address[1]}/v1"\ntimeout = 60\n'
-    )
-    yield config, arrived, gate
-    gate.set()
-    server.shutdown()
-    server.server_close()
+    with gated_server(ReplicateGateHandler) as (port, arrived, gate):
+        config = tmp_path / "replicate.toml"
+        config.write_text(
+            '[generator]\nbackend = "replicate"\n[generator.replicate]\n'
+            f'base_url = "http://127.0.0.1:{port}/v1"\ntimeout = 60\n'
+        )
+        yield config, arrived, gate
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -384,18 +377,29 @@ class GateHandler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def gate_server() -> Iterator[tuple[str, threading.Event, threading.Event]]:
+@contextlib.contextmanager
+def gated_server(
+    handler_class: type[BaseHTTPRequestHandler],
+) -> Iterator[tuple[int, threading.Event, threading.Event]]:
+    """A loopback server whose handler sets ``arrived``, then waits for ``gate``."""
     arrived, gate = threading.Event(), threading.Event()
-    handler = type("Handler", (GateHandler,), {"arrived": arrived, "gate": gate})
+    handler = type("Handler", (handler_class,), {"arrived": arrived, "gate": gate})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/x.jpg", arrived, gate
-    gate.set()
-    server.shutdown()
-    server.server_close()
+    try:
+        yield server.server_address[1], arrived, gate
+    finally:
+        gate.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def gate_server() -> Iterator[tuple[str, threading.Event, threading.Event]]:
+    with gated_server(GateHandler) as (port, arrived, gate):
+        yield f"http://127.0.0.1:{port}/x.jpg", arrived, gate
 
 
 def test_a_second_writer_over_the_same_dataset_is_refused_naming_the_holder(
