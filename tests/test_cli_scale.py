@@ -25,6 +25,7 @@ from training_data.shards import (
     merged_outcomes,
     merged_summary,
     parse_shard,
+    shard_from_environment,
     shard_of,
 )
 from training_data.workers import usable_cpus
@@ -211,6 +212,28 @@ def test_shard_of_a_name_never_moves_when_the_dataset_grows():
     assert Shard(2, 7).owns(names[0]) == (before[names[0]] == 2)
 
 
+@pytest.mark.parametrize(
+    ("array", "ids"),
+    [("0-3", [0, 1, 2, 3]), ("1-4", [1, 2, 3, 4]), ("0-30:10", [0, 10, 20, 30])],
+)
+def test_each_task_of_a_slurm_array_range_takes_its_own_shard(array, ids):
+    """--array=1-16 and --array=0-30:2 are common: a task's shard is its place in the range."""
+    first, step = ids[0], ids[1] - ids[0]
+    shards = [
+        shard_from_environment(
+            {
+                "SLURM_ARRAY_TASK_ID": str(task),
+                "SLURM_ARRAY_TASK_MIN": str(first),
+                "SLURM_ARRAY_TASK_STEP": str(step),
+                "SLURM_ARRAY_TASK_COUNT": str(len(ids)),
+            },
+            None,
+        )
+        for task in ids
+    ]
+    assert [shard for shard, _source in shards] == [Shard(k, len(ids)) for k in range(len(ids))]
+
+
 def test_each_actor_counts_once_over_the_shards_completed_before_failed_before_skipped():
     """The rule --show-progress counts by and --report lists by: one actor, one outcome."""
 
@@ -310,6 +333,27 @@ def test_a_killed_shard_is_stalled_then_finishes_its_part(tmp_path):
         ({}, ("--shard", "3/3"), "0 <= K < N"),
         ({}, ("--shard", "one"), "K/N"),
         ({}, ("--workers", "0"), "--workers"),
+        ({"SLURM_ARRAY_TASK_ID": "3"}, (), "SLURM_ARRAY_TASK_COUNT is not set"),
+        (  # a list that is not a range (--array=1,3,9): task 9 is beyond 3 tasks of step 2
+            {
+                "SLURM_ARRAY_TASK_ID": "9",
+                "SLURM_ARRAY_TASK_MIN": "1",
+                "SLURM_ARRAY_TASK_STEP": "2",
+                "SLURM_ARRAY_TASK_COUNT": "3",
+            },
+            (),
+            "0 <= K < N",
+        ),
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "4",
+                "SLURM_ARRAY_TASK_MIN": "1",
+                "SLURM_ARRAY_TASK_STEP": "2",
+                "SLURM_ARRAY_TASK_COUNT": "3",
+            },
+            (),
+            "not on the array's range",
+        ),
     ],
 )
 def test_shard_and_worker_mistakes_are_one_line_exit_2(make_dataset, tmp_path, env, args, fragment):

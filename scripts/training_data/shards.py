@@ -78,16 +78,25 @@ def shard_from_environment(
 ) -> tuple[Shard, str] | None:
     """The shard the scheduler gave this task, and where it came from; None outside one.
 
-    Slurm job arrays: ``SLURM_ARRAY_TASK_ID`` minus ``SLURM_ARRAY_TASK_MIN`` (arrays may start
-    at 1) of ``SLURM_ARRAY_TASK_COUNT``. Kubernetes Indexed Jobs: ``JOB_COMPLETION_INDEX`` of
-    ``--shard-count`` (the Job's ``completions``; Kubernetes does not put it in the environment).
+    Slurm job arrays: the task's place in the array's range, (``SLURM_ARRAY_TASK_ID`` minus
+    ``SLURM_ARRAY_TASK_MIN``) / ``SLURM_ARRAY_TASK_STEP`` (arrays may start at 1 and step, as in
+    ``--array=0-30:2``), of ``SLURM_ARRAY_TASK_COUNT``. A list that is not a range (``1,5,9``)
+    gives a task off the range or beyond the count: refused, never two tasks on one shard.
+    Kubernetes Indexed Jobs: ``JOB_COMPLETION_INDEX`` of ``--shard-count`` (the Job's
+    ``completions``; Kubernetes does not put it in the environment).
     """
     if "SLURM_ARRAY_TASK_ID" in environ:
         source = "SLURM_ARRAY_TASK_ID"
         task = _number(environ, "SLURM_ARRAY_TASK_ID")
-        first = _number(environ, "SLURM_ARRAY_TASK_MIN") if "SLURM_ARRAY_TASK_MIN" in environ else 0
+        first = _number(environ, "SLURM_ARRAY_TASK_MIN", default=0)
+        step = _number(environ, "SLURM_ARRAY_TASK_STEP", default=1)
+        if step < 1 or (task - first) % step:
+            raise UsageError(
+                f"{source} {task} is not on the array's range (from {first}, step {step}): "
+                "give the array as a range, such as --array=0-15 or --array=0-30:2"
+            )
         count = shard_count or _number(environ, "SLURM_ARRAY_TASK_COUNT")
-        return _checked(task - first, count, source), source
+        return _checked((task - first) // step, count, source), source
     if "JOB_COMPLETION_INDEX" in environ:
         source = "JOB_COMPLETION_INDEX"
         if shard_count is None:
@@ -98,11 +107,15 @@ def shard_from_environment(
     return None
 
 
-def _number(environ: Mapping[str, str], key: str) -> int:
+def _number(environ: Mapping[str, str], key: str, default: int | None = None) -> int:
+    if key not in environ:
+        if default is not None:
+            return default
+        raise UsageError(f"{key} is not set: give --shard K/N")
     try:
         return int(environ[key])
-    except (KeyError, ValueError):
-        raise UsageError(f"{key} must be a whole number, not {environ.get(key)!r}") from None
+    except ValueError:
+        raise UsageError(f"{key} must be a whole number, not {environ[key]!r}") from None
 
 
 def shard_folders(output_dir: Path) -> list[tuple[str, Path]]:
