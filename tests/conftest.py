@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
+import itertools
 import json
 import os
 import random
@@ -11,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +189,80 @@ def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
     for connection in accepted:
         connection.close()
     listener.close()
+
+
+# --- loopback servers that hold a request until the test opens a gate ---
+
+REPLICATE_TOKEN = "r8_test-secret-token-0123456789"
+
+
+@contextlib.contextmanager
+def gated_server(
+    handler_class: type[BaseHTTPRequestHandler],
+) -> Iterator[tuple[int, threading.Event, threading.Event]]:
+    """A loopback server whose handler sets ``arrived``, then waits for ``gate``."""
+    arrived, gate = threading.Event(), threading.Event()
+    handler = type("Handler", (handler_class,), {"arrived": arrived, "gate": gate})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], arrived, gate
+    finally:
+        gate.set()
+        server.shutdown()
+        server.server_close()
+
+
+class ReplicateGateHandler(BaseHTTPRequestHandler):
+    """A Replicate stand-in: answers a prediction with an image once the test opens the gate, so
+    an execute can be stopped while it is certain to be between its removals and its record."""
+
+    arrived: threading.Event
+    gate: threading.Event
+    seeds = itertools.count(900_000)  # a new image per prediction, never one of a test dataset
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.arrived.set()
+        self.gate.wait(60)
+        buffer = io.BytesIO()
+        draw_image("bw_stylized", next(self.seeds)).save(buffer, "PNG")
+        output = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        body = json.dumps({"id": "p1", "status": "succeeded", "output": [output]}).encode()
+        try:
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:  # the stopped run is gone
+            pass
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def replicate_gate(tmp_path: Path) -> Iterator[tuple[Path, threading.Event, threading.Event]]:
+    """A config using the stand-in, the event 'a prediction was asked for' and the gate."""
+    with gated_server(ReplicateGateHandler) as (port, arrived, gate):
+        config = tmp_path / "replicate.toml"
+        config.write_text(
+            '[generator]\nbackend = "replicate"\n[generator.replicate]\n'
+            f'base_url = "http://127.0.0.1:{port}/v1"\ntimeout = 60\n'
+        )
+        yield config, arrived, gate
+
+
+def settled_removal(actor_dir: Path) -> dict | None:
+    """The actor's removal journal once every file of it has moved, else None."""
+    for path in actor_dir.glob("removed_training_data/*/removal.json"):
+        try:
+            journal = json.loads(path.read_text())
+        except (OSError, ValueError):  # read while replaced
+            continue
+        if journal.get("state") == "removed":
+            return journal
+    return None

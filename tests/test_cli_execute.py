@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import hashlib
 import io
-import itertools
 import json
 import random
 import signal
@@ -14,12 +11,20 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import draw_image, read_progress, run_cli, start_cli
+from conftest import (
+    REPLICATE_TOKEN,
+    draw_image,
+    gated_server,
+    read_progress,
+    run_cli,
+    settled_removal,
+    start_cli,
+)
 
 from training_data.config import Config
 from training_data.dataset import find_actors
@@ -27,7 +32,6 @@ from training_data.pipeline import RunContext, process_actor
 
 OVER = (("photorealistic", 16), ("bw_stylized", 6), ("color_stylized", 3))
 UNDER_STYLIZED = (("photorealistic", 13), ("bw_stylized", 2), ("color_stylized", 1))
-TOKEN = "r8_test-secret-token-0123456789"
 UNDER_PHOTOS = (("photorealistic", 10), ("bw_stylized", 4), ("color_stylized", 3))
 
 
@@ -114,59 +118,6 @@ def test_execute_killed_at_random_then_resumed_converges(make_dataset, tmp_path)
     assert {states["0000_actor"], states["0001_actor"]} <= {"rebalanced", "balanced"}
 
 
-def settled_removal(actor_dir: Path) -> dict | None:
-    """The actor's removal journal once every file of it has moved, else None."""
-    for path in actor_dir.glob("removed_training_data/*/removal.json"):
-        try:
-            journal = json.loads(path.read_text())
-        except (OSError, ValueError):  # read while replaced
-            continue
-        if journal.get("state") == "removed":
-            return journal
-    return None
-
-
-class ReplicateGateHandler(BaseHTTPRequestHandler):
-    """A Replicate stand-in: answers a prediction with an image once the test opens the gate, so
-    an execute can be stopped while it is certain to be between its removals and its record."""
-
-    arrived: threading.Event
-    gate: threading.Event
-    seeds = itertools.count(7)  # a distinct image per prediction: else duplicates of each other
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.arrived.set()
-        self.gate.wait(60)
-        buffer = io.BytesIO()
-        draw_image("bw_stylized", next(self.seeds)).save(buffer, "PNG")
-        output = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-        body = json.dumps({"id": "p1", "status": "succeeded", "output": [output]}).encode()
-        try:
-            self.send_response(201)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:  # the stopped run is gone
-            pass
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def replicate_gate(tmp_path: Path) -> Iterator[tuple[Path, threading.Event, threading.Event]]:
-    """A config using the stand-in, the event 'a prediction was asked for' and the gate."""
-    with gated_server(ReplicateGateHandler) as (port, arrived, gate):
-        config = tmp_path / "replicate.toml"
-        config.write_text(
-            '[generator]\nbackend = "replicate"\n[generator.replicate]\n'
-            f'base_url = "http://127.0.0.1:{port}/v1"\ntimeout = 60\n'
-        )
-        yield config, arrived, gate
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_an_execute_stopped_after_moving_files_is_recorded_by_the_next_run(
     make_dataset, tmp_path, workers, replicate_gate
@@ -180,7 +131,7 @@ def test_an_execute_stopped_after_moving_files_is_recorded_by_the_next_run(
     )
     actor_dirs, out = sorted((data_dir / "actors").iterdir()), tmp_path / "out"
     args = ("--all", "--execute", "--config", config, "--data-dir", data_dir, "--output-dir", out)
-    secrets = {"REPLICATE_API_TOKEN": TOKEN}
+    secrets = {"REPLICATE_API_TOKEN": REPLICATE_TOKEN}
     process = start_cli(*args, "--workers", workers, cwd=tmp_path, secrets=secrets)
     try:
         assert arrived.wait(120), "no generation was ever asked for"
@@ -221,7 +172,9 @@ def test_an_execute_stopped_after_moving_files_is_recorded_by_the_next_run(
     removed = sum(len(document["execution"]["removed"]) for document in documents)
     assert f"  Images removed: {removed}\n" in result.stdout
     assert not list(out.glob("*_execute_started.json"))
-    assert not any(TOKEN in text for text in (output, errors, result.stdout, result.stderr))
+    assert not any(
+        REPLICATE_TOKEN in text for text in (output, errors, result.stdout, result.stderr)
+    )
 
 
 def test_an_actor_written_but_never_recorded_is_recorded_as_rebalanced_by_the_next_run(
@@ -375,25 +328,6 @@ class GateHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
-
-
-@contextlib.contextmanager
-def gated_server(
-    handler_class: type[BaseHTTPRequestHandler],
-) -> Iterator[tuple[int, threading.Event, threading.Event]]:
-    """A loopback server whose handler sets ``arrived``, then waits for ``gate``."""
-    arrived, gate = threading.Event(), threading.Event()
-    handler = type("Handler", (handler_class,), {"arrived": arrived, "gate": gate})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], arrived, gate
-    finally:
-        gate.set()
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

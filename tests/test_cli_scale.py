@@ -12,7 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import cli_command, cli_env, read_progress, run_cli
+from conftest import (
+    REPLICATE_TOKEN,
+    cli_command,
+    cli_env,
+    read_progress,
+    run_cli,
+    settled_removal,
+)
 from test_cli_runner import slow_dataset, slow_server, wait_for_started
 
 from training_data.config import parse_config
@@ -60,6 +67,13 @@ def group_members(group: int) -> dict[int, int]:
     return members
 
 
+def worker_pids(group: int) -> list[int]:
+    """The forkserver's children: the runner's child is the forkserver, its children the workers."""
+    members = group_members(group)
+    helpers = {pid for pid, parent in members.items() if parent == group}
+    return [pid for pid, parent in members.items() if parent in helpers]
+
+
 def wait_until_gone(group: int, limit: float = 10) -> dict[int, int]:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -99,10 +113,8 @@ def test_a_killed_worker_fails_its_actor_alone(tmp_path):
         args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "2")
         process = start_in_own_group(*args, cwd=tmp_path)
         wait_for_started(out, 2)
-        members = group_members(process.pid)
-        helpers = {pid for pid, parent in members.items() if parent == process.pid}
-        workers = [pid for pid, parent in members.items() if parent in helpers]
-        assert len(workers) == 2, members  # the forkserver's children
+        workers = worker_pids(process.pid)
+        assert len(workers) == 2, group_members(process.pid)
         os.kill(workers[0], signal.SIGKILL)
         stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 1, stderr
@@ -112,6 +124,46 @@ def test_a_killed_worker_fails_its_actor_alone(tmp_path):
     assert failure["error"].startswith("worker process died (killed by SIGKILL")
     assert progress["completed_count"] == 4  # the run went on with a fresh worker
     assert f"failed: {failure['actor_id']}: worker process died" in stdout
+
+
+def test_a_worker_killed_during_an_execute_fails_its_actor_saying_its_files_moved(
+    make_dataset, tmp_path, replicate_gate
+):
+    """Both actors hold at their generation (the stand-in waits for the gate), after their
+    removals: the killed worker's actor fails saying its execute had begun, and --retry-failed
+    records it as one execute, with what was moved where."""
+    config, _arrived, gate = replicate_gate
+    data_dir = make_dataset(2, (("photorealistic", 18), ("bw_stylized", 2), ("color_stylized", 5)))
+    actor_dirs, out = sorted((data_dir / "actors").iterdir()), tmp_path / "out"
+    args = ("--all", "--execute", "--config", config, "--data-dir", data_dir, "--output-dir", out)
+    env = cli_env({"REPLICATE_API_TOKEN": REPLICATE_TOKEN})
+    process = start_in_own_group(*args, "--workers", "2", cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not all(map(settled_removal, actor_dirs)):
+            assert process.poll() is None and time.monotonic() < deadline, "no removals"
+            time.sleep(0.05)
+        workers = worker_pids(process.pid)
+        assert len(workers) == 2, group_members(process.pid)
+        os.kill(workers[0], signal.SIGKILL)
+    finally:
+        gate.set()
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stdout + stderr
+    [failure] = read_progress(out)["failed_actors"]
+    assert failure["error"].startswith("worker process died (killed by SIGKILL")
+    assert "its execute had begun (what it moved is journaled): --retry-failed" in failure["error"]
+    assert f"FAILED: {failure['error']}" in stdout
+
+    retried = run_with_env(*args, "--retry-failed", cwd=tmp_path, env=env)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    actor_dir = data_dir / "actors" / failure["actor_id"]
+    document = json.loads((out / f"{actor_dir.name}_evaluation.json").read_text())
+    assert document["state"] == "rebalanced"
+    journal = settled_removal(actor_dir)
+    moved = {entry["filename"] for entry in document["execution"]["removed"]}
+    assert moved == {removal["filename"] for removal in journal["removals"]}
+    assert len(document["execution"]["generated"]) == 2
 
 
 def test_sigkill_of_the_runner_leaves_no_worker_running(tmp_path):

@@ -303,6 +303,15 @@ def execute_started_runs(output_dir: Path, actor_name: str, max_file_bytes: int)
     return runs
 
 
+def execute_has_begun(output_dir: Path, actor_name: str, max_file_bytes: int) -> bool:
+    """An execute of this actor began and was never recorded: some files may have moved (a
+    marker that cannot be read is the actor's error itself, not a sign of it)."""
+    try:
+        return bool(execute_started_runs(output_dir, actor_name, max_file_bytes))
+    except ActorError:
+        return False
+
+
 def forget_execute_started(output_dir: Path, actor_name: str) -> None:
     """Called once the actor's outcome is recorded: its execute is no longer unaccounted for."""
     _execute_started_path(output_dir, actor_name).unlink(missing_ok=True)

@@ -24,7 +24,13 @@ from tqdm import tqdm
 from training_data.config import Config, result_settings
 from training_data.dataset import Actor
 from training_data.errors import ActorError, FatalRunError, is_disk_full
-from training_data.pipeline import ActorOutcome, RunContext, forget_execute_started, process_actor
+from training_data.pipeline import (
+    ActorOutcome,
+    RunContext,
+    execute_has_begun,
+    forget_execute_started,
+    process_actor,
+)
 from training_data.plan import BALANCED, REBALANCED, SHORT, SKIPPED
 from training_data.progress import (
     ProgressTracker,
@@ -465,6 +471,12 @@ class BatchRun:
         error: str,
         context: RunContext,
     ) -> None:
+        max_file_bytes = self.config.limits.max_file_bytes
+        if self.execute and execute_has_begun(self.output_dir, name, max_file_bytes):
+            error += (
+                "; its execute had begun (what it moved is journaled): --retry-failed finishes "
+                "it, --restore undoes it"
+            )
         say(f"  FAILED: {error}")
         tracker.mark_failed(name, error)
         tally.count_failure(name, error)
