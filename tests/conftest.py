@@ -110,7 +110,7 @@ def run_cli(
     *args: str | os.PathLike,
     cwd: Path,
     timeout: float = 120,
-    secrets: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
         cli_command(*args),
@@ -119,30 +119,36 @@ def run_cli(
         text=True,
         errors="surrogateescape",  # names that are not UTF-8 are printed as their own bytes
         timeout=timeout,
-        env=cli_env(secrets),
+        env=cli_env(extra_env),
     )
 
 
 def start_cli(
-    *args: str | os.PathLike, cwd: Path, secrets: dict[str, str] | None = None
+    *args: str | os.PathLike,
+    cwd: Path,
+    extra_env: dict[str, str] | None = None,
+    own_group: bool = False,
 ) -> subprocess.Popen:
+    """``own_group``: in a process group of its own, so its workers can be found and counted."""
     return subprocess.Popen(
         cli_command(*args),
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=cli_env(secrets),
+        env=cli_env(extra_env),
+        start_new_session=own_group,
     )
 
 
-def cli_env(secrets: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment without the machine's API keys, plus ``secrets`` a test gives."""
+def cli_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without the machine's API keys, plus what a test gives (a key, a
+    scheduler's variables)."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("OPENAI_API_KEY", None)
     env.pop("REPLICATE_API_TOKEN", None)
-    return env | (secrets or {})
+    return env | (extra_env or {})
 
 
 def read_progress(output_dir: Path) -> dict:

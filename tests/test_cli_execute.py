@@ -131,8 +131,8 @@ def test_an_execute_stopped_after_moving_files_is_recorded_by_the_next_run(
     )
     actor_dirs, out = sorted((data_dir / "actors").iterdir()), tmp_path / "out"
     args = ("--all", "--execute", "--config", config, "--data-dir", data_dir, "--output-dir", out)
-    secrets = {"REPLICATE_API_TOKEN": REPLICATE_TOKEN}
-    process = start_cli(*args, "--workers", workers, cwd=tmp_path, secrets=secrets)
+    token = {"REPLICATE_API_TOKEN": REPLICATE_TOKEN}
+    process = start_cli(*args, "--workers", workers, cwd=tmp_path, extra_env=token)
     try:
         assert arrived.wait(120), "no generation was ever asked for"
         process.send_signal(signal.SIGINT)
@@ -149,7 +149,7 @@ def test_an_execute_stopped_after_moving_files_is_recorded_by_the_next_run(
     assert stopped, "every actor with moved files was recorded"
     unrecorded = [d.name for d in actor_dirs if d.name not in recorded]
 
-    result = run_cli(*args, "--workers", workers, cwd=tmp_path, secrets=secrets)
+    result = run_cli(*args, "--workers", workers, cwd=tmp_path, extra_env=token)
     assert result.returncode == 0, result.stdout + result.stderr
     for actor_dir, journal in stopped.items():
         document = json.loads((out / f"{actor_dir.name}_evaluation.json").read_text())

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,11 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import (
     REPLICATE_TOKEN,
-    cli_command,
-    cli_env,
     read_progress,
     run_cli,
     settled_removal,
+    start_cli,
 )
 from test_cli_runner import slow_dataset, slow_server, wait_for_started
 
@@ -38,19 +36,6 @@ from training_data.shards import (
 from training_data.workers import usable_cpus
 
 SHARDS = Path("shards")
-
-
-def start_in_own_group(*args, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """The CLI in a process group of its own, so its workers can be found and counted."""
-    return subprocess.Popen(
-        cli_command(*args),
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env or cli_env(),
-        start_new_session=True,
-    )
 
 
 def group_members(group: int) -> dict[int, int]:
@@ -84,12 +69,6 @@ def wait_until_gone(group: int, limit: float = 10) -> dict[int, int]:
     return group_members(group)
 
 
-def run_with_env(*args, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        cli_command(*args), cwd=cwd, capture_output=True, text=True, env=env, timeout=120
-    )
-
-
 def shard_stores(out: Path) -> dict[str, dict]:
     stores = {}
     for path in sorted((out / SHARDS).glob("*/progress.json")):
@@ -111,7 +90,7 @@ def test_a_killed_worker_fails_its_actor_alone(tmp_path):
         data_dir = slow_dataset(tmp_path, server, 5)
         out = tmp_path / "out"
         args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "2")
-        process = start_in_own_group(*args, cwd=tmp_path)
+        process = start_cli(*args, cwd=tmp_path, own_group=True)
         wait_for_started(out, 2)
         workers = worker_pids(process.pid)
         assert len(workers) == 2, group_members(process.pid)
@@ -136,8 +115,8 @@ def test_a_worker_killed_during_an_execute_fails_its_actor_saying_its_files_move
     data_dir = make_dataset(2, (("photorealistic", 18), ("bw_stylized", 2), ("color_stylized", 5)))
     actor_dirs, out = sorted((data_dir / "actors").iterdir()), tmp_path / "out"
     args = ("--all", "--execute", "--config", config, "--data-dir", data_dir, "--output-dir", out)
-    env = cli_env({"REPLICATE_API_TOKEN": REPLICATE_TOKEN})
-    process = start_in_own_group(*args, "--workers", "2", cwd=tmp_path, env=env)
+    token = {"REPLICATE_API_TOKEN": REPLICATE_TOKEN}
+    process = start_cli(*args, "--workers", "2", cwd=tmp_path, extra_env=token, own_group=True)
     try:
         deadline = time.monotonic() + 120
         while not all(map(settled_removal, actor_dirs)):
@@ -155,7 +134,7 @@ def test_a_worker_killed_during_an_execute_fails_its_actor_saying_its_files_move
     assert "its execute had begun (what it moved is journaled): --retry-failed" in failure["error"]
     assert f"FAILED: {failure['error']}" in stdout
 
-    retried = run_with_env(*args, "--retry-failed", cwd=tmp_path, env=env)
+    retried = run_cli(*args, "--retry-failed", cwd=tmp_path, extra_env=token)
     assert retried.returncode == 0, retried.stdout + retried.stderr
     actor_dir = data_dir / "actors" / failure["actor_id"]
     document = json.loads((out / f"{actor_dir.name}_evaluation.json").read_text())
@@ -171,7 +150,7 @@ def test_sigkill_of_the_runner_leaves_no_worker_running(tmp_path):
         data_dir = slow_dataset(tmp_path, server, 4)
         out = tmp_path / "out"
         args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "3")
-        process = start_in_own_group(*args, cwd=tmp_path)
+        process = start_cli(*args, cwd=tmp_path, own_group=True)
         wait_for_started(out, 3)
         assert len(group_members(process.pid)) >= 4  # runner, forkserver, 3 workers
         process.kill()
@@ -189,7 +168,7 @@ def test_sigterm_stops_every_worker_with_the_actors_in_flight_pending(tmp_path):
         data_dir = slow_dataset(tmp_path, server, 4)
         out = tmp_path / "out"
         args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "3")
-        process = start_in_own_group(*args, cwd=tmp_path)
+        process = start_cli(*args, cwd=tmp_path, own_group=True)
         wait_for_started(out, 3)
         process.send_signal(signal.SIGTERM)
         stdout, _stderr = process.communicate(timeout=15)
@@ -208,7 +187,7 @@ def test_a_stop_signal_to_the_whole_group_leaves_the_actors_in_flight_pending(tm
         data_dir = slow_dataset(tmp_path, server, 4)
         out = tmp_path / "out"
         args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "3")
-        process = start_in_own_group(*args, cwd=tmp_path)
+        process = start_cli(*args, cwd=tmp_path, own_group=True)
         wait_for_started(out, 3)
         os.killpg(process.pid, signum)
         stdout, _stderr = process.communicate(timeout=15)
@@ -228,7 +207,7 @@ def test_a_stop_signal_to_the_group_while_the_workers_start_is_a_clean_stop(make
     for attempt in range(5):
         out = tmp_path / f"out{attempt}"
         args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "3")
-        process = start_in_own_group(*args, cwd=tmp_path)
+        process = start_cli(*args, cwd=tmp_path, own_group=True)
         deadline = time.monotonic() + 30
         while not (out / "progress.json").exists() and time.monotonic() < deadline:
             time.sleep(0.005)  # the store is opened just before the workers start
@@ -322,7 +301,8 @@ def test_shards_at_once_over_one_folder_then_a_rerun_with_another_n(make_dataset
     out = tmp_path / "out"
     base = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "1")
     shards = [
-        start_in_own_group(*base, "--shard", f"{index}/3", cwd=tmp_path) for index in range(3)
+        start_cli(*base, "--shard", f"{index}/3", cwd=tmp_path, own_group=True)
+        for index in range(3)
     ]
     for shard in shards:
         _stdout, stderr = shard.communicate(timeout=120)
@@ -359,8 +339,8 @@ def test_a_killed_shard_is_stalled_then_finishes_its_part(tmp_path):
         data_dir = slow_dataset(tmp_path, server, 8)
         out = tmp_path / "out"
         base = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "1")
-        env = cli_env() | {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
-        victim = start_in_own_group(*base, cwd=tmp_path, env=env)
+        slurm = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
+        victim = start_cli(*base, cwd=tmp_path, extra_env=slurm, own_group=True)
         wait_for_started(out / SHARDS / "1-of-2")
         victim.kill()
         victim.communicate(timeout=10)
@@ -370,7 +350,7 @@ def test_a_killed_shard_is_stalled_then_finishes_its_part(tmp_path):
         row = next(row for row in summary["shards"] if row["shard"] == "1-of-2")
         assert row["stalled"] and row["remaining"] > 0
         assert "STALLED" in run_cli("--show-progress", "--output-dir", out, cwd=tmp_path).stdout
-        restarted = run_with_env(*base, cwd=tmp_path, env=env)
+        restarted = run_cli(*base, cwd=tmp_path, extra_env=slurm)
     assert restarted.returncode == 0, restarted.stderr
     assert "Shard 1 of 2" in restarted.stdout
     summary = merged(out, tmp_path)
@@ -410,7 +390,7 @@ def test_a_killed_shard_is_stalled_then_finishes_its_part(tmp_path):
 )
 def test_shard_and_worker_mistakes_are_one_line_exit_2(make_dataset, tmp_path, env, args, fragment):
     data_dir = make_dataset(1)
-    result = run_with_env("--all", "--data-dir", data_dir, *args, cwd=tmp_path, env=cli_env() | env)
+    result = run_cli("--all", "--data-dir", data_dir, *args, cwd=tmp_path, extra_env=env)
     assert result.returncode == 2
     assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -420,8 +400,7 @@ def test_kubernetes_index_with_shard_count_and_the_per_actor_cache(make_dataset,
     out = tmp_path / "out"
     args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--shard-count", "2")
     for index in ("0", "1"):
-        env = cli_env() | {"JOB_COMPLETION_INDEX": index}
-        result = run_with_env(*args, cwd=tmp_path, env=env)
+        result = run_cli(*args, cwd=tmp_path, extra_env={"JOB_COMPLETION_INDEX": index})
         assert result.returncode == 0, result.stderr
         assert f"Shard {index} of 2" in result.stdout
     assert sorted(shard_stores(out)) == ["0-of-2", "1-of-2"]
@@ -506,7 +485,7 @@ def test_an_execute_shard_never_goes_beside_a_dry_run_or_a_shard_of_another_n(tm
             (("--execute", "--shard", "0/3"), ("--shard", "1/3")),
             (("--execute", "--shard", "0/3"), ("--execute", "--shard", "0/2")),
         ):
-            holder = start_in_own_group(*base, *holder_args, "--no-resume", cwd=tmp_path)
+            holder = start_cli(*base, *holder_args, "--no-resume", cwd=tmp_path, own_group=True)
             try:
                 wait_for_started(out / SHARDS / holder_args[-1].replace("/", "-of-"))
                 refused.append(run_cli(*base, *other_args, cwd=tmp_path))
@@ -528,7 +507,7 @@ def test_a_dead_shard_whose_work_another_n_finished_is_not_stalled(tmp_path):
         data_dir = slow_dataset(tmp_path, server, 6)
         out = tmp_path / "out"
         base = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "1")
-        victim = start_in_own_group(*base, "--shard", "0/3", cwd=tmp_path)
+        victim = start_cli(*base, "--shard", "0/3", cwd=tmp_path, own_group=True)
         wait_for_started(out / SHARDS / "0-of-3")
         victim.kill()
         victim.communicate(timeout=10)
