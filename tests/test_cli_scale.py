@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from conftest import (
     settled_removal,
     start_cli,
 )
-from test_cli_runner import slow_dataset, slow_server, wait_for_started
+from test_cli_runner import SlowImageServer, slow_dataset, slow_server, wait_for_started
 
 from training_data.config import parse_config
 from training_data.errors import UsageError
@@ -50,6 +51,19 @@ def group_members(group: int) -> dict[int, int]:
         if pgrp == group and state != "Z":
             members[int(stat.parent.name)] = parent
     return members
+
+
+def start_held_run(
+    tmp_path: Path, server: SlowImageServer, *, actors: int, workers: int
+) -> tuple[subprocess.Popen, Path, tuple]:
+    """``--all --workers N`` in its own process group over actors whose downloads the slow
+    server holds, once N actors are in flight: the process, its output folder, its arguments."""
+    data_dir = slow_dataset(tmp_path, server, actors)
+    out = tmp_path / "out"
+    args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", str(workers))
+    process = start_cli(*args, cwd=tmp_path, own_group=True)
+    wait_for_started(out, workers)
+    return process, out, args
 
 
 def worker_pids(group: int) -> list[int]:
@@ -87,11 +101,7 @@ def merged(out: Path, cwd: Path) -> dict:
 
 def test_a_killed_worker_fails_its_actor_alone(tmp_path):
     with slow_server(1.5) as server:
-        data_dir = slow_dataset(tmp_path, server, 5)
-        out = tmp_path / "out"
-        args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "2")
-        process = start_cli(*args, cwd=tmp_path, own_group=True)
-        wait_for_started(out, 2)
+        process, out, _args = start_held_run(tmp_path, server, actors=5, workers=2)
         workers = worker_pids(process.pid)
         assert len(workers) == 2, group_members(process.pid)
         os.kill(workers[0], signal.SIGKILL)
@@ -147,11 +157,7 @@ def test_a_worker_killed_during_an_execute_fails_its_actor_saying_its_files_move
 
 def test_sigkill_of_the_runner_leaves_no_worker_running(tmp_path):
     with slow_server(3) as server:
-        data_dir = slow_dataset(tmp_path, server, 4)
-        out = tmp_path / "out"
-        args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "3")
-        process = start_cli(*args, cwd=tmp_path, own_group=True)
-        wait_for_started(out, 3)
+        process, out, args = start_held_run(tmp_path, server, actors=4, workers=3)
         assert len(group_members(process.pid)) >= 4  # runner, forkserver, 3 workers
         process.kill()
         process.communicate(timeout=10)
@@ -165,11 +171,7 @@ def test_sigkill_of_the_runner_leaves_no_worker_running(tmp_path):
 
 def test_sigterm_stops_every_worker_with_the_actors_in_flight_pending(tmp_path):
     with slow_server(3) as server:
-        data_dir = slow_dataset(tmp_path, server, 4)
-        out = tmp_path / "out"
-        args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "3")
-        process = start_cli(*args, cwd=tmp_path, own_group=True)
-        wait_for_started(out, 3)
+        process, out, _args = start_held_run(tmp_path, server, actors=4, workers=3)
         process.send_signal(signal.SIGTERM)
         stdout, _stderr = process.communicate(timeout=15)
         assert process.returncode == 143 and "Gracefully stopped" in stdout
@@ -184,11 +186,7 @@ def test_a_stop_signal_to_the_whole_group_leaves_the_actors_in_flight_pending(tm
     with the forkserver and their actors were recorded FAILED 'worker process died (exit code
     255; out of memory?)', so a plain rerun skipped them."""
     with slow_server(3) as server:
-        data_dir = slow_dataset(tmp_path, server, 4)
-        out = tmp_path / "out"
-        args = ("--all", "--data-dir", data_dir, "--output-dir", out, "--workers", "3")
-        process = start_cli(*args, cwd=tmp_path, own_group=True)
-        wait_for_started(out, 3)
+        process, out, args = start_held_run(tmp_path, server, actors=4, workers=3)
         os.killpg(process.pid, signum)
         stdout, _stderr = process.communicate(timeout=15)
         assert process.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[signum]
