@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -409,6 +410,33 @@ class SimulatedCrash(BaseException):
     """Stands for the process dying at one exact filesystem step."""
 
 
+def each_crash_point(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    template: Actor,
+    action: Callable[[Actor], object],
+) -> Iterator[tuple[Actor, bool]]:
+    """A fresh copy of ``template`` per commit point, ``action`` stopped at that point, and
+    whether it finished: the last one runs through, so every rename was a crash point."""
+    step = 1
+    while True:
+        root = tmp_path / f"step{step}"
+        shutil.copytree(template.folder, root / "actors" / template.name)
+        actor = Actor(template.name, root / "actors" / template.name)
+        with monkeypatch.context() as patch:
+            seen = crash_at(patch, step)
+            try:
+                action(actor)
+                finished = True
+            except SimulatedCrash:
+                finished = False
+        yield actor, finished
+        if finished:
+            assert step == seen[0] + 1
+            return
+        step += 1
+
+
 def crash_at(monkeypatch: pytest.MonkeyPatch, step: int) -> list[int]:
     """Make the ``step``-th rename (files, manifest and journal commits alike) never happen."""
     seen = [0]
@@ -433,29 +461,19 @@ def test_a_crash_at_every_step_converges(tmp_path: Path, monkeypatch: pytest.Mon
     template = make_actor(tmp_path / "template", {PHOTO: 10, BW: 1, COLOR: 1})
     target = TargetConfig(total=10)  # 7/2/1: three photos go, one bw drawing is made
     before = originals(template)
-    step = 1
-    while True:
-        root = tmp_path / f"step{step}"
-        shutil.copytree(template.folder, root / "actors" / template.name)
-        actor = Actor(template.name, root / "actors" / template.name)
-        with monkeypatch.context() as patch:
-            seen = crash_at(patch, step)
-            try:
-                apply(actor, LocalGenerator(), target=target)
-                finished = True
-            except SimulatedCrash:
-                finished = False
+    steps = 0
+    for actor, finished in each_crash_point(
+        tmp_path, monkeypatch, template, lambda actor: apply(actor, LocalGenerator(), target=target)
+    ):
+        steps += 1
         assert_nothing_lost(actor, before, settled=finished)
         recover(actor)
         apply(actor, LocalGenerator(), run="20250102T000000Z", target=target)
-        assert categories(actor) == {PHOTO: 7, BW: 2, COLOR: 1}, step
+        assert categories(actor) == {PHOTO: 7, BW: 2, COLOR: 1}, steps
         assert_settled(actor)
         assert_nothing_lost(actor, before)
         assert all(entry.get("type") for entry in read_manifest(actor)["images"].values())
-        if finished:
-            break
-        step += 1
-    assert seen[0] >= 8 and step == seen[0] + 1  # every rename of a full run was a crash point
+    assert steps >= 9
 
 
 def test_a_crash_at_every_step_of_a_restore_converges(
@@ -463,26 +481,14 @@ def test_a_crash_at_every_step_of_a_restore_converges(
 ):
     """Restoring two runs, stopped at each commit point in turn: the next restore finishes it."""
     template, before, _first, _second = two_runs(tmp_path / "template")
-    step = 1
-    while True:
-        root = tmp_path / f"step{step}"
-        shutil.copytree(template.folder, root / "actors" / template.name)
-        actor = Actor(template.name, root / "actors" / template.name)
-        with monkeypatch.context() as patch:
-            seen = crash_at(patch, step)
-            try:
-                restore_removed(actor)
-                finished = True
-            except SimulatedCrash:
-                finished = False
+    steps = 0
+    for actor, _finished in each_crash_point(tmp_path, monkeypatch, template, restore_removed):
+        steps += 1
         restore_removed(actor)
-        assert originals(actor) == before, step
+        assert originals(actor) == before, steps
         assert_settled(actor)
         assert "removed_images" not in read_manifest(actor)
-        if finished:
-            break
-        step += 1
-    assert seen[0] >= 6 and step == seen[0] + 1
+    assert steps >= 7
 
 
 def test_recovery_finishes_a_move_that_left_two_identical_copies(tmp_path: Path):
