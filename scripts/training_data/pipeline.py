@@ -63,7 +63,7 @@ from training_data.report import evaluation_document, write_composite, write_eva
 from training_data.review_site import ReviewEntry, ReviewSite
 from training_data.subject import ISSUES, SUBJECT_CHECK_NAME
 from training_data.verdict_files import ActorVerdictFile, ActorVerdictFiles
-from training_data.wording import plural
+from training_data.wording import plural, slashed
 
 NO_IMAGES = "no training images"
 EXECUTE_STARTED_SUFFIX = "_execute_started.json"
@@ -189,7 +189,7 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
     execution_record: dict[str, Any] | None = None
     if context.execute and (plan.has_actions or interrupted):
         execution_record = _apply(
-            actor, images, evaluation, plan, context, outcome, interrupted, interrupted_runs
+            actor, images, evaluation, plan, context, cache, outcome, interrupted, interrupted_runs
         )
     elif interrupted:
         outcome.lines.append(f"  {interrupted.messages[0]}; the next --execute records it")
@@ -246,6 +246,7 @@ def _apply(
     evaluation: ActorEvaluation,
     plan: Plan,
     context: RunContext,
+    cache: EvaluationCache | ActorVerdictFile,
     outcome: ActorOutcome,
     interrupted: ExecutionResult | None,
     interrupted_runs: list[str],
@@ -265,7 +266,7 @@ def _apply(
             context.run_timestamp,
             source_ranking=best_photos(evaluation, plan),
         )
-        after_plan = _plan_after(actor, context)
+        after_plan = _plan_after(actor, context, cache)
     if interrupted:
         result = combined(interrupted, result)
     outcome.execution = result
@@ -274,14 +275,17 @@ def _apply(
     return result.to_dict() | {"after": after_plan.to_dict()}
 
 
-def _plan_after(actor: Actor, context: RunContext) -> Plan:
-    """The plan for the actor as execute left it: evaluated again, from the cache mostly."""
+def _plan_after(
+    actor: Actor, context: RunContext, cache: EvaluationCache | ActorVerdictFile
+) -> Plan:
+    """The plan for the actor as execute left it: evaluated again, from the actor's cache (the
+    same object: a sharded run's verdict file is not read again)."""
     manifest = read_manifest(actor)
     after = evaluate_actor(
         list_training_images(actor, manifest),
         context.config,
         context.backend,
-        context.actor_cache(actor.name),
+        cache,
         base_images(actor),
         checks_turned_off(manifest),
     )
@@ -343,7 +347,7 @@ def state_after_execute(result: ExecutionResult, after: Plan, planned: Plan) -> 
     if after.short_reason:
         reasons.append(after.short_reason)
     elif not reasons:
-        reasons.append(f"after execute {_slashed(after.counts)}: {after.why_unbalanced}")
+        reasons.append(f"after execute {slashed(after.counts)}: {after.why_unbalanced}")
     return SHORT, "; ".join(reasons)
 
 
@@ -367,7 +371,7 @@ def best_photos(evaluation: ActorEvaluation, plan: Plan) -> list[str]:
 
 def describe_plan(plan: Plan) -> list[str]:
     """What execute will do, line by line, including what it cannot generate and why."""
-    counts, targets = _slashed(plan.counts), _slashed(plan.targets)
+    counts, targets = slashed(plan.counts), slashed(plan.targets)
     if plan.is_balanced:
         return [f"  balanced: {counts} (target {targets})"]
     lines = [f"  unbalanced: {counts} (target {targets}): {plan.why_unbalanced}"]
@@ -379,7 +383,7 @@ def describe_plan(plan: Plan) -> list[str]:
         lines.append(f"  cannot generate {missing} {category}")
     if plan.has_actions:
         planned = plan.planned_counts
-        lines.append(f"  plan: {_slashed(planned)} = {plural(sum(planned.values()), 'image')}")
+        lines.append(f"  plan: {slashed(planned)} = {plural(sum(planned.values()), 'image')}")
     else:
         lines.append("  plan: nothing to change")
     return lines
@@ -391,13 +395,9 @@ def describe_execution(result: ExecutionResult, after: Plan) -> list[str]:
         f"unfulfilled {sum(result.unfulfilled.values())}"
     ]
     lines += [f"  {message}" for message in result.messages]
-    lines.append(f"  after: {_slashed(after.counts)} (target {_slashed(after.targets)})")
+    lines.append(f"  after: {slashed(after.counts)} (target {slashed(after.targets)})")
     return lines
 
 
 def describe_state(state: str, reason: str) -> str:
     return f"  state: {state} ({reason})" if reason else f"  state: {state}"
-
-
-def _slashed(counts: dict[str, int]) -> str:
-    return "/".join(str(count) for count in counts.values())

@@ -19,7 +19,7 @@ from typing import Any
 
 from training_data.config import PlanConfig, TargetConfig
 from training_data.evaluation import ImageEvaluation, keep_rank
-from training_data.wording import plural
+from training_data.wording import plural, slashed
 
 # An actor's state at the end of its step; the two others are "failed" and "skipped".
 BALANCED, REBALANCED, SHORT, SKIPPED = "balanced", "rebalanced", "short", "skipped"
@@ -208,17 +208,13 @@ def _aim_when_short(
         )
     reachable = target_counts(target.mix, total)
     aim = {c: have[c] if c in short else reachable[c] for c in targets}  # short ones: keep all
-    return _Aim(aim, f"{reason}; best reachable mix {_slashed(aim)} of {sum(aim.values())}", total)
+    return _Aim(aim, f"{reason}; best reachable mix {slashed(aim)} of {sum(aim.values())}", total)
 
 
 def _short_reason(short: Mapping[str, int], ability: GeneratorAbility) -> str:
     return "; ".join(
         f"{category}: {missing} short, {ability.cannot}" for category, missing in short.items()
     )
-
-
-def _slashed(counts: Mapping[str, int]) -> str:
-    return "/".join(str(count) for count in counts.values())
 
 
 def _why_unbalanced(
