@@ -2,6 +2,8 @@
 
 import errno
 
+EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE = 0, 1, 2  # the documented exit codes
+
 # A full disk or an exhausted quota fails every actor alike, so either one stops the run.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 

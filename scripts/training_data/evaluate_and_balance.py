@@ -26,8 +26,16 @@ if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training_data.config import Config, ConfigError, load_config
-from training_data.errors import ActorError, FatalRunError, UsageError
+from training_data.errors import (
+    EXIT_ACTOR_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ActorError,
+    FatalRunError,
+    UsageError,
+)
 from training_data.progress import (
+    RULE,
     ProgressError,
     ProgressTracker,
     RunLock,
@@ -46,6 +54,7 @@ from training_data.shards import (
     shard_folders,
     shard_from_environment,
 )
+from training_data.wording import plural
 
 if TYPE_CHECKING:
     from training_data.dataset import Actor
@@ -59,8 +68,7 @@ ACTIONS = ("all", "actor_id", "show_progress", "reset_progress", "restore", "sta
 CHOOSE_ONE_ACTION = "choose exactly one of " + ", ".join(
     f"--{action.replace('_', '-')}" for action in ACTIONS
 )
-EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-RULE = "=" * 70
+EXIT_INTERRUPTED = 130
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -565,8 +573,7 @@ def format_restore_summary(actors: int, tally: dict[str, int], failures: list[st
         "RESTORE SUMMARY",
         RULE,
         f"Actors: {actors}",
-        f"  Images put back: {tally['restored']} (in {tally['actors_restored']} "
-        f"{'actor' if tally['actors_restored'] == 1 else 'actors'})",
+        f"  Images put back: {tally['restored']} (in {plural(tally['actors_restored'], 'actor')})",
         f"  Nothing left to restore: {tally['untouched']}",
         f"  Images kept in their removal folder (name taken again): {tally['kept']}",
         f"  Failed: {len(failures)}",

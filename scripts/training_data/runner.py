@@ -23,7 +23,14 @@ from tqdm import tqdm
 
 from training_data.config import Config, result_settings
 from training_data.dataset import Actor
-from training_data.errors import ActorError, FatalRunError, is_disk_full
+from training_data.errors import (
+    EXIT_ACTOR_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ActorError,
+    FatalRunError,
+    is_disk_full,
+)
 from training_data.pipeline import (
     ActorOutcome,
     RunContext,
@@ -33,6 +40,7 @@ from training_data.pipeline import (
 )
 from training_data.plan import BALANCED, REBALANCED, SHORT, SKIPPED
 from training_data.progress import (
+    RULE,
     ProgressTracker,
     format_progress_summary,
     format_resuming_block,
@@ -41,8 +49,6 @@ from training_data.shards import WHOLE, Shard, recorded_in_other_stores
 from training_data.wording import plural
 from training_data.workers import Finished, WorkerPool, WorkerSetup, usable_cpus, warm_up
 
-RULE = "=" * 70
-EXIT_OK, EXIT_ACTOR_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_FOR_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 WAIT_STEP = 0.1
 LISTED_SHORT = 20  # the FINAL SUMMARY names this many short actors; the rest are counted
@@ -116,14 +122,11 @@ class StopSignals:
             finally:
                 finished.set()
 
-        if self.received is not None:
-            raise Stopped(self.received)
+        self.check()
         threading.Thread(target=worker, name="actor-step", daemon=True).start()
         while not finished.wait(WAIT_STEP):
-            if self.received is not None:
-                raise Stopped(self.received)
-        if self.received is not None:
-            raise Stopped(self.received)
+            self.check()
+        self.check()
         if "error" in box:
             raise box["error"]
         return box["value"]
@@ -140,12 +143,8 @@ def exit_now(code: int) -> NoReturn:
 class SessionTally:
     """What this session did, for the FINAL SUMMARY."""
 
-    processed: int = 0
-    successful: int = 0
     already_balanced: int = 0
     rebalanced: int = 0
-    short: int = 0
-    failed: int = 0
     skipped: int = 0
     removed: int = 0
     generated: int = 0
@@ -154,18 +153,31 @@ class SessionTally:
     failures: list[str] = field(default_factory=list)
     shorts: list[str] = field(default_factory=list)
 
+    @property
+    def successful(self) -> int:
+        """Balanced or rebalanced: a short actor never counts as one."""
+        return self.already_balanced + self.rebalanced
+
+    @property
+    def short(self) -> int:
+        return len(self.shorts)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def processed(self) -> int:
+        return self.successful + self.short + self.failed + self.skipped
+
     def count(self, name: str, outcome: ActorOutcome) -> None:
-        """Successful means balanced or rebalanced: a short actor never counts as one."""
-        self.processed += 1
         if outcome.state == SKIPPED:
             self.skipped += 1
             return
         self.cache_hits += outcome.cache_hits
-        self.successful += outcome.state in (BALANCED, REBALANCED)
         self.already_balanced += outcome.state == BALANCED
         self.rebalanced += outcome.state == REBALANCED
         if outcome.state == SHORT:
-            self.short += 1
             self.shorts.append(f"{name}: {outcome.state_reason}")
         if outcome.execution is not None:
             self.removed += len(outcome.execution.removed)
@@ -173,8 +185,6 @@ class SessionTally:
             self.unfulfilled += sum(outcome.execution.unfulfilled.values())
 
     def count_failure(self, name: str, error: str) -> None:
-        self.processed += 1
-        self.failed += 1
         self.failures.append(f"{name}: {error}")
 
 
@@ -338,13 +348,11 @@ class BatchRun:
         done_before = len(actors) - len(pending)
         pool = self._pool(context, len(pending))
         usage_by_worker: dict[int, dict[str, Any]] = {}
-        started_count = finished_count = done_before
+        done = done_before
 
         def started(name: str) -> None:
-            nonlocal started_count
             if pool is None:  # one at a time: the banner comes first, the lines as they come
-                say(actor_banner(started_count, len(actors), name))
-            started_count += 1
+                say(actor_banner(done, len(actors), name))
             tracker.mark_started(name)
 
         work = ((name, by_name[name]) for name in pending)
@@ -366,8 +374,8 @@ class BatchRun:
             try:
                 for name, finished in results:
                     if pool is not None:  # grouped: the banner with the actor's own lines
-                        say(actor_banner(finished_count, len(actors), name))
-                    finished_count += 1
+                        say(actor_banner(done, len(actors), name))
+                    done += 1
                     try:
                         outcome = finished.get()
                     except FatalRunError as fatal:
