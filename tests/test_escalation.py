@@ -19,6 +19,7 @@ from werkzeug import Request, Response
 from training_data.config import (
     Config,
     EvaluatorConfig,
+    NsfwConfig,
     OpenAIConfig,
     QualityConfig,
     StyleConfig,
@@ -151,6 +152,34 @@ def test_only_unsure_images_go_to_the_vision_model_and_it_decides_their_style(
     usage = backend.usage()
     assert (usage["images_judged"], usage["escalated"], usage["requests"]) == (5, 2, 2)
     assert usage["total_tokens"] == 660
+
+
+def test_an_escalated_image_keeps_the_nsfw_score_of_its_local_pass(
+    httpserver, tmp_path, actor, monkeypatch
+):
+    """With [nsfw] every_image the network runs once per image, in the local pass; an image the
+    vision model decides keeps that score (and an `nsfw` issue at most once)."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_handler(answer)
+    images, unsure = actor
+    config = replace(
+        escalating_config(httpserver.url_for("/v1")),
+        nsfw=NsfwConfig(every_image=True, threshold=0.01),
+    )
+    local_config = replace(Config(), nsfw=config.nsfw)
+    local = evaluate_actor(
+        images,
+        local_config,
+        LocalBackend(QualityConfig(), nsfw=config.nsfw),
+        EvaluationCache(tmp_path / "alone"),
+    )
+    result = evaluate_actor(images, config, make_backend(config), EvaluationCache(tmp_path / "c"))
+    for image, alone in zip(result.images, local.images, strict=True):
+        assert image.measurements["nsfw"] == alone.measurements["nsfw"]
+        assert image.issues.count("nsfw") == alone.issues.count("nsfw") <= 1
+    assert {
+        image.number for image in result.images if "vision_model" in image.measurements["style"]
+    } == unsure
 
 
 def test_a_rerun_is_answered_from_the_cache(httpserver, tmp_path, actor):

@@ -22,3 +22,9 @@ class UsageError(Exception):
 
 def is_disk_full(error: OSError) -> bool:
     return error.errno in DISK_FULL_ERRNOS
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message (its type when it has none), for one-line reports."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

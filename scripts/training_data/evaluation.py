@@ -81,7 +81,7 @@ from training_data.checks import (
 )
 from training_data.config import Config, NsfwConfig, QualityConfig, StyleConfig, SubjectConfig
 from training_data.dataset import TrainingImage
-from training_data.errors import ActorError, FatalRunError, is_disk_full
+from training_data.errors import ActorError, FatalRunError, is_disk_full, one_line
 from training_data.files import DEFAULT_MAX_FILE_BYTES, UnreadableFile, read_regular_file
 from training_data.subject import SUBJECT_CHECK
 
@@ -279,7 +279,7 @@ def decode_working_image(data: bytes) -> tuple[Image.Image, int, int]:
     except UnidentifiedImageError:
         raise UnreadableImage("not a JPEG, PNG, WebP, GIF or BMP image") from None
     except Exception as error:  # Pillow's plugins raise many types on malformed headers
-        raise UnreadableImage(f"broken image header: {_one_line(error)}") from None
+        raise UnreadableImage(f"broken image header: {one_line(error)}") from None
     with image:
         width, height = image.size
         if width * height > MAX_PIXELS:
@@ -290,7 +290,7 @@ def decode_working_image(data: bytes) -> tuple[Image.Image, int, int]:
         try:
             working, orientation = _decode_small(image)
         except Exception as error:  # Pillow's decoders raise many types on corrupt data
-            raise UnreadableImage(f"truncated or corrupt image data: {_one_line(error)}") from None
+            raise UnreadableImage(f"truncated or corrupt image data: {one_line(error)}") from None
     if orientation in ORIENTATION_TRANSPOSE:
         working = working.transpose(ORIENTATION_TRANSPOSE[orientation])
         if orientation >= 5:
@@ -339,11 +339,6 @@ def _plain_mode(image: Image.Image) -> Image.Image:
     if image.mode == "PA" or "transparency" in image.info:
         return image.convert("RGBA")
     return image.convert("RGB")
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # --- perceptual fingerprints and duplicates ---------------------------------------------------
@@ -646,7 +641,8 @@ class LocalBackend:
         return {"images_judged": self._judged, "learned_stage": self._learned}
 
     def judge_as(self, sample: ImageSample, category: str) -> Judgement:
-        """Defects and score as if ``category`` were known (decided by another stage)."""
+        """Defects and score as if ``category`` were known (decided by another stage, which
+        carries over the NSFW score of the image's local pass)."""
         return self._judge_one(sample, category)
 
     def _judge_one(self, sample: ImageSample, category: str | None = None) -> Judgement:
@@ -669,8 +665,8 @@ class LocalBackend:
             measurements["style"] = verdict.measurements
             self._learned += verdict.measurements["stage"] == "learned"
             nsfw = verdict.nsfw
-        else:  # decided by another stage: only the NSFW score may still be wanted
-            nsfw = self._nsfw_score(sample) if self.nsfw.every_image else None
+        else:  # decided by another stage, which keeps the local pass's NSFW score: no 2nd pass
+            nsfw = None
         issues: list[str] = []
         scores: list[int] = []
         for check in self.checks(sample.checks_off):
@@ -693,12 +689,6 @@ class LocalBackend:
             for check in LOCAL_CHECKS
             if check.enabled(self.sections[check.section]) and check.name not in off
         ]
-
-    @staticmethod
-    def _nsfw_score(sample: ImageSample) -> float:
-        from training_data.style_learned import style_model
-
-        return style_model().run(sample.working).nsfw
 
 
 def review_actor(
@@ -844,9 +834,7 @@ class EvaluationCache:
             return operation(connection)
 
     def _failure(self, action: str, error: sqlite3.DatabaseError) -> FatalRunError:
-        return FatalRunError(
-            f"cannot {action} the evaluation cache {self.path}: {_one_line(error)}"
-        )
+        return FatalRunError(f"cannot {action} the evaluation cache {self.path}: {one_line(error)}")
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
@@ -880,7 +868,7 @@ class EvaluationCache:
         log.warning(
             "evaluation cache %s is damaged (%s): kept as %s, starting a fresh one",
             self.path,
-            _one_line(error),
+            one_line(error),
             aside.name,
         )
 

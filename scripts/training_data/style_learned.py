@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from training_data.config import StyleConfig
-from training_data.errors import FatalRunError
+from training_data.errors import FatalRunError, one_line
 from training_data.style import classify_style, illustration_style
 
 MODEL_PACKAGE = "nsfw"
@@ -135,7 +135,7 @@ def style_model() -> StyleModel:
     try:
         return StyleModel(prototxt, caffemodel)
     except Exception as error:  # OpenCV raises cv2.error on damaged files
-        raise FatalRunError(f"the style model cannot be loaded: {_one_line(error)}") from None
+        raise FatalRunError(f"the style model cannot be loaded: {one_line(error)}") from None
 
 
 @functools.cache
@@ -144,11 +144,6 @@ def style_probe() -> Probe:
         return load_probe()
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise FatalRunError(f"the style probe {PROBE_PATH.name} cannot be read: {error}") from None
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def learned_features(working: Image.Image) -> np.ndarray:
