@@ -173,7 +173,7 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
         evaluation.evaluator["escalation"] = escalation_record(
             evaluation.images, evaluation.evaluator["usage"]
         )
-    plan = plan_for(actor, evaluation, context.config)
+    plan = plan_for(evaluation, references, context.config)
     outcome = ActorOutcome(
         state=plan.state,
         state_reason=plan.short_reason,
@@ -203,9 +203,10 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
     return outcome
 
 
-def plan_for(actor: Actor, evaluation: ActorEvaluation, config: Config) -> Plan:
-    """The plan for what the configured generator can make for this actor."""
-    ability = generator_ability(config, has_source=_has_source(actor, evaluation))
+def plan_for(evaluation: ActorEvaluation, references: list[Path], config: Config) -> Plan:
+    """The plan for what the configured generator can make for this actor (``references``: its
+    base images, listed once by the caller)."""
+    ability = generator_ability(config, has_source=_has_source(evaluation, references))
     return make_plan(evaluation.images, config.target, ability, config.plan)
 
 
@@ -225,9 +226,9 @@ def generator_ability(config: Config, *, has_source: bool) -> GeneratorAbility:
     return GeneratorAbility.everything(config.categories)
 
 
-def _has_source(actor: Actor, evaluation: ActorEvaluation) -> bool:
+def _has_source(evaluation: ActorEvaluation, references: list[Path]) -> bool:
     """A source photo or a base image: what every generator starts from."""
-    return any(is_source_photo(image) for image in evaluation.images) or bool(base_images(actor))
+    return any(is_source_photo(image) for image in evaluation.images) or bool(references)
 
 
 def is_source_photo(image: ImageEvaluation) -> bool:
@@ -280,16 +281,16 @@ def _plan_after(
 ) -> Plan:
     """The plan for the actor as execute left it: evaluated again, from the actor's cache (the
     same object: a sharded run's verdict file is not read again)."""
-    manifest = read_manifest(actor)
+    manifest, references = read_manifest(actor), base_images(actor)
     after = evaluate_actor(
         list_training_images(actor, manifest),
         context.config,
         context.backend,
         cache,
-        base_images(actor),
+        references,
         checks_turned_off(manifest),
     )
-    return plan_for(actor, after, context.config)
+    return plan_for(after, references, context.config)
 
 
 def execute_started_runs(output_dir: Path, actor_name: str, max_file_bytes: int) -> list[str]:
