@@ -127,7 +127,6 @@ class ActorOutcome:
 
     state: str
     state_reason: str = ""
-    skipped_reason: str | None = None
     plan: Plan | None = None
     execution: ExecutionResult | None = None
     cache_hits: int = 0
@@ -159,8 +158,7 @@ def process_actor(actor: Actor, context: RunContext) -> ActorOutcome:
         return ActorOutcome(
             state=SKIPPED,
             state_reason=NO_IMAGES,
-            skipped_reason=NO_IMAGES,
-            lines=[f"  state: {SKIPPED} ({NO_IMAGES})"],
+            lines=[describe_state(SKIPPED, NO_IMAGES)],
         )
     references, checks_off = base_images(actor), checks_turned_off(manifest)
     cache = context.actor_cache(actor.name)

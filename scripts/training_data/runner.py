@@ -461,8 +461,8 @@ class BatchRun:
     ) -> None:
         for line in outcome.lines:
             say(line)
-        if outcome.skipped_reason:
-            tracker.mark_skipped(name, outcome.skipped_reason)
+        if outcome.state == SKIPPED:
+            tracker.mark_skipped(name, outcome.state_reason)
         else:
             tracker.mark_completed(name, outcome.state)
         if self.execute:
@@ -528,8 +528,8 @@ def finish_report(context: RunContext) -> None:
 def update_report(context: RunContext, name: str, outcome: ActorOutcome) -> None:
     """The actor's row in the review index (its page and thumbnails are already written)."""
     try:
-        if outcome.skipped_reason:
-            context.review.record_skipped(name, outcome.skipped_reason)
+        if outcome.state == SKIPPED:
+            context.review.record_skipped(name, outcome.state_reason)
         elif outcome.review is not None:
             context.review.put_entry(outcome.review, throttled=True)
     except OSError as problem:
